@@ -1,0 +1,42 @@
+"""Ledger, durable store, budgets and reservations, pricing, allocation policies, token counting."""
+
+from __future__ import annotations
+
+from stratagem.budgets._aggregate import UsageTotals
+from stratagem.budgets._budget import Budget, Reservation
+from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
+from stratagem.budgets._ledger import TokenLedger
+from stratagem.budgets._pricing import BUILTIN_PRICES, PRICES_AS_OF, ModelPrice, Pricing
+from stratagem.budgets._store import SCHEMA_VERSION, LedgerStore
+from stratagem.budgets._tokens import (
+    count_chat_tokens,
+    count_text_tokens,
+    encoding_name_for_model,
+    estimate_usage,
+    get_encoding,
+    seed_tiktoken_cache,
+)
+from stratagem.budgets._usage import Usage
+
+__all__ = [
+    "BUILTIN_PRICES",
+    "PRICES_AS_OF",
+    "SCHEMA_VERSION",
+    "Budget",
+    "LedgerEntry",
+    "LedgerStore",
+    "ModelPrice",
+    "Pricing",
+    "Reservation",
+    "TokenLedger",
+    "Transfer",
+    "Usage",
+    "UsageTotals",
+    "count_chat_tokens",
+    "count_text_tokens",
+    "encoding_name_for_model",
+    "estimate_usage",
+    "get_encoding",
+    "new_call_id",
+    "seed_tiktoken_cache",
+]

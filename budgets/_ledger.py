@@ -1,0 +1,128 @@
+"""The token ledger: an append-only, deduplicating record of every call and budget move."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stratagem.budgets._aggregate import UsageTotals, filter_entries, group_entries, sum_entries
+from stratagem.budgets._entries import LedgerEntry, Transfer
+from stratagem.budgets._export import export_csv, export_jsonl
+
+if TYPE_CHECKING:
+    from stratagem.budgets._store import LedgerStore
+
+__all__ = ["TokenLedger"]
+
+
+class TokenLedger:
+    """Append-only record of every HTTP-level call (billed view) and every budget transfer.
+
+    Safe to share between threads and asyncio tasks: appends hold a lock and never await.
+    Appending a row whose ``call_id`` is already present is a no-op (so retries of the
+    *recording* never double count). With a :class:`LedgerStore` attached, each append is
+    written durably to the store before it becomes visible here.
+
+    Example:
+        >>> ledger = TokenLedger()
+        >>> ledger.append(LedgerEntry(role="solver", model="m", prompt_tokens=10,
+        ...                           completion_tokens=5))
+        True
+        >>> ledger.totals().total_tokens
+        15
+    """
+
+    def __init__(self, store: LedgerStore | None = None) -> None:
+        """Create an empty ledger, optionally writing through to ``store``.
+
+        Rows already in ``store`` are loaded, so reopening a ledger file continues it.
+        """
+        self._lock = threading.Lock()
+        self._entries: list[LedgerEntry] = []
+        self._ids: set[str] = set()
+        self._transfers: list[Transfer] = []
+        self._transfer_ids: set[str] = set()
+        self._store = store
+        if store is not None:
+            for e in store.entries():
+                self._ids.add(e.call_id)
+                self._entries.append(e)
+            for t in store.transfers():
+                self._transfer_ids.add(t.event_id)
+                self._transfers.append(t)
+
+    @property
+    def store(self) -> LedgerStore | None:
+        """The durable store this ledger writes through to, if any."""
+        return self._store
+
+    def append(self, entry: LedgerEntry) -> bool:
+        """Record one call. Returns ``False`` if its ``call_id`` was already recorded.
+
+        Raises:
+            LedgerError: If the durable store could not write the row; nothing is recorded.
+        """
+        with self._lock:
+            if entry.call_id in self._ids:
+                return False
+            if self._store is not None:
+                self._store.append(entry)
+            self._ids.add(entry.call_id)
+            self._entries.append(entry)
+            return True
+
+    def extend(self, entries: Iterable[LedgerEntry]) -> int:
+        """Record several calls; returns how many were new."""
+        return sum(1 for e in entries if self.append(e))
+
+    def record_transfer(self, transfer: Transfer) -> bool:
+        """Record a budget transfer. Returns ``False`` if its ``event_id`` was already recorded."""
+        with self._lock:
+            if transfer.event_id in self._transfer_ids:
+                return False
+            if self._store is not None:
+                self._store.append_transfer(transfer)
+            self._transfer_ids.add(transfer.event_id)
+            self._transfers.append(transfer)
+            return True
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        return iter(self.entries())
+
+    def entries(self, **filters: Any) -> list[LedgerEntry]:
+        """Rows in the order they were recorded, optionally filtered (``role="solver"``,
+        ``**{"label:topology": "refine"}``)."""
+        with self._lock:
+            snapshot = list(self._entries)
+        return list(filter_entries(snapshot, filters))
+
+    def transfers(self, run_id: str | None = None) -> list[Transfer]:
+        """Budget transfers in the order they were recorded, optionally for one run."""
+        with self._lock:
+            snapshot = list(self._transfers)
+        return [t for t in snapshot if run_id is None or t.run_id == run_id]
+
+    def totals(self, **filters: Any) -> UsageTotals:
+        """Sums over all rows, or over the rows matching ``filters``."""
+        return sum_entries(self.entries(**filters))
+
+    def group_by(self, *keys: str, **filters: Any) -> dict[Any, UsageTotals]:
+        """Sums per value of ``keys``: fields such as ``role``, ``node``, ``model``, ``run``, or
+        ``label:NAME``. Several keys give tuple keys."""
+        return group_entries(self.entries(**filters), *keys)
+
+    def export_jsonl(self, path: str | Path) -> int:
+        """Write every row and transfer as JSON lines; returns the number of lines."""
+        return export_jsonl(path, self.entries(), self.transfers())
+
+    def export_csv(self, path: str | Path) -> int:
+        """Write every call row as CSV (transfers go to a sibling ``*.transfers.csv``)."""
+        return export_csv(path, self.entries(), self.transfers())

@@ -1,0 +1,304 @@
+"""Durable ledger storage: one SQLite file in WAL mode, one row per call, keyed by call_id."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from stratagem.budgets._aggregate import (
+    GROUPABLE_FIELDS,
+    UsageTotals,
+    filter_entries,
+    group_entries,
+    sum_entries,
+)
+from stratagem.budgets._entries import LedgerEntry, Transfer
+from stratagem.budgets._export import export_csv, export_jsonl
+from stratagem.errors import LedgerError, LedgerFormatError
+
+__all__ = ["SCHEMA_VERSION", "LedgerStore", "Synchronous"]
+
+SCHEMA_VERSION = 1
+"""Version of the on-disk schema this stratagem writes. Newer files are refused, not guessed at."""
+
+_KIND = "stratagem-ledger"
+
+Synchronous = Literal["normal", "full"]
+
+_CALL_COLUMNS = (
+    "call_id", "run_id", "thread_id", "task_id", "attempt", "role", "node", "branch", "model",
+    "backend", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
+    "cost_usd", "latency_s", "usage_source", "status", "error", "request_id", "started_at",
+    "labels",
+)
+_TRANSFER_COLUMNS = ("event_id", "run_id", "from_role", "to_role", "tokens", "reason", "node", "at")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS stratagem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_calls (
+    call_id TEXT PRIMARY KEY NOT NULL,
+    run_id TEXT NOT NULL, thread_id TEXT NOT NULL, task_id TEXT, attempt INTEGER NOT NULL,
+    role TEXT NOT NULL, node TEXT NOT NULL, branch TEXT, model TEXT NOT NULL,
+    backend TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER, reasoning_tokens INTEGER, cost_usd REAL, latency_s REAL NOT NULL,
+    usage_source TEXT NOT NULL, status TEXT NOT NULL, error TEXT, request_id TEXT,
+    started_at TEXT NOT NULL, labels TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_calls_run ON ledger_calls (run_id);
+CREATE TABLE IF NOT EXISTS ledger_transfers (
+    event_id TEXT PRIMARY KEY NOT NULL, run_id TEXT NOT NULL, from_role TEXT NOT NULL,
+    to_role TEXT NOT NULL, tokens INTEGER NOT NULL, reason TEXT NOT NULL, node TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+INSERT OR IGNORE INTO stratagem_meta VALUES ('kind', '{_KIND}');
+INSERT OR IGNORE INTO stratagem_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+"""
+
+_INSERT_CALL = (
+    f"INSERT OR IGNORE INTO ledger_calls ({', '.join(_CALL_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_CALL_COLUMNS))})"
+)
+_INSERT_TRANSFER = (
+    f"INSERT OR IGNORE INTO ledger_transfers ({', '.join(_TRANSFER_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_TRANSFER_COLUMNS))})"
+)
+
+
+def _call_params(e: LedgerEntry) -> tuple[Any, ...]:
+    return (
+        e.call_id, e.run_id, e.thread_id, e.task_id, e.attempt, e.role, e.node, e.branch,
+        e.model, e.backend, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
+        e.reasoning_tokens, e.cost_usd, e.latency_s, e.usage_source, e.status, e.error,
+        e.request_id, e.started_at.isoformat(), json.dumps(e.labels, sort_keys=True),
+    )
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
+    values = dict(zip(_CALL_COLUMNS, row, strict=True))
+    values["started_at"] = datetime.fromisoformat(values["started_at"])
+    values["labels"] = json.loads(values["labels"])
+    # Rows were validated when written; skipping validation makes reading 1M rows fast.
+    return LedgerEntry.model_construct(**values)
+
+
+def _transfer_from_row(row: tuple[Any, ...]) -> Transfer:
+    values = dict(zip(_TRANSFER_COLUMNS, row, strict=True))
+    values["at"] = datetime.fromisoformat(values["at"])
+    return Transfer.model_construct(**values)
+
+
+class LedgerStore:
+    """A durable, append-only ledger file (SQLite, WAL mode), or ``":memory:"``.
+
+    Each :meth:`append` is its own committed transaction: when it returns, the row survives the
+    process being killed (``kill -9``). With ``synchronous="full"`` it also survives a power
+    loss, at the cost of an fsync per row. Appending a ``call_id`` that is already stored is a
+    no-op. One store may be shared by threads; several processes may open the same file.
+
+    Args:
+        path: A file path, or ``":memory:"`` for a throwaway store.
+        synchronous: ``"normal"`` (durable against process crashes; the default) or
+            ``"full"`` (also against power loss).
+
+    Raises:
+        LedgerFormatError: If the file is not a stratagem ledger, or was written by a newer
+            stratagem with a schema this version cannot read.
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "normal"):
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._closed = False
+        if synchronous not in ("normal", "full"):
+            raise LedgerFormatError(
+                f"unknown synchronous mode {synchronous!r}: use 'normal' or 'full'"
+            )
+        if self.path != ":memory:" and Path(self.path).is_dir():
+            raise LedgerFormatError(f"{self.path} is a directory: give a ledger file path")
+        try:
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise LedgerFormatError(f"cannot open ledger {self.path}: {exc}") from exc
+        try:
+            self._check_and_init(synchronous)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check_and_init(self, synchronous: Synchronous) -> None:
+        try:
+            tables = {
+                r[0]
+                for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        except sqlite3.DatabaseError as exc:
+            raise LedgerFormatError(
+                f"{self.path} is not a stratagem ledger (not an SQLite database: {exc}); "
+                "pass a new path or an existing ledger file"
+            ) from exc
+        if tables:
+            if "stratagem_meta" not in tables:
+                raise LedgerFormatError(
+                    f"{self.path} is an SQLite database but not a stratagem ledger "
+                    "(no stratagem_meta table); pass a new path or an existing ledger file"
+                )
+            meta = dict(self._conn.execute("SELECT key, value FROM stratagem_meta").fetchall())
+            if meta.get("kind") != _KIND:
+                raise LedgerFormatError(
+                    f"{self.path} is not a stratagem ledger (kind={meta.get('kind')!r})"
+                )
+            version = int(meta.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                raise LedgerFormatError(
+                    f"{self.path} has ledger schema version {version}, but this stratagem reads "
+                    f"up to version {SCHEMA_VERSION}: upgrade stratagem to open it"
+                )
+        if self.path != ":memory:":
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(f"could not put {self.path} in WAL mode (got {mode})")
+        self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._conn.executescript(_SCHEMA)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, sql: str, params: Iterable[tuple[Any, ...]], many: bool) -> int:
+        with self._lock:
+            if self._closed:
+                raise LedgerError(f"ledger store {self.path} is closed; nothing was recorded")
+            try:
+                if many:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        before = self._conn.total_changes
+                        self._conn.executemany(sql, params)
+                        changed = self._conn.total_changes - before
+                        self._conn.execute("COMMIT")
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    return changed
+                (one,) = params
+                cur = self._conn.execute(sql, one)
+                return cur.rowcount
+            except sqlite3.Error as exc:
+                raise LedgerError(f"could not write to ledger {self.path}: {exc}") from exc
+
+    def append(self, entry: LedgerEntry) -> bool:
+        """Durably record one call; returns ``False`` if its ``call_id`` was already stored.
+
+        Raises:
+            LedgerError: If the row could not be written (closed store, disk full, ...).
+        """
+        return self._write(_INSERT_CALL, (_call_params(entry),), many=False) == 1
+
+    def append_many(self, entries: Iterable[LedgerEntry]) -> int:
+        """Durably record several calls in one transaction (all or none); returns how many
+        were new. Use it for imports; live calls use :meth:`append`, one commit per call."""
+        return self._write(_INSERT_CALL, [_call_params(e) for e in entries], many=True)
+
+    def append_transfer(self, transfer: Transfer) -> bool:
+        """Durably record one budget transfer; returns ``False`` if already stored."""
+        params = (
+            transfer.event_id, transfer.run_id, transfer.from_role, transfer.to_role,
+            transfer.tokens, transfer.reason, transfer.node, transfer.at.isoformat(),
+        )
+        return self._write(_INSERT_TRANSFER, (params,), many=False) == 1
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._closed:
+                raise LedgerError(f"ledger store {self.path} is closed")
+            return self._conn.execute(sql, params).fetchall()
+
+    def __len__(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM ledger_calls")[0][0])
+
+    def __contains__(self, call_id: object) -> bool:
+        if not isinstance(call_id, str):
+            return False
+        return bool(self._read("SELECT 1 FROM ledger_calls WHERE call_id = ?", (call_id,)))
+
+    def entries(self, **filters: Any) -> list[LedgerEntry]:
+        """Stored rows in the order they were written, optionally filtered like
+        :meth:`TokenLedger.entries`. Plain field filters run in SQL."""
+        where, params, rest = [], [], {}
+        for key, value in filters.items():
+            column = {"run": "run_id", "thread": "thread_id"}.get(key, key)
+            if column in GROUPABLE_FIELDS and not isinstance(value, list | tuple | set):
+                where.append(f"{column} IS ?")
+                params.append(value)
+            else:
+                rest[key] = value
+        sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM ledger_calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._read(sql + " ORDER BY rowid", tuple(params))
+        return list(filter_entries([_entry_from_row(r) for r in rows], rest))
+
+    def iter_entries(self, batch: int = 10_000) -> Iterator[LedgerEntry]:
+        """Every stored row, read in batches (for files too large to load at once)."""
+        last = 0
+        while True:
+            rows = self._read(
+                f"SELECT rowid, {', '.join(_CALL_COLUMNS)} FROM ledger_calls "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield _entry_from_row(r[1:])
+            last = rows[-1][0]
+
+    def transfers(self, run_id: str | None = None) -> list[Transfer]:
+        """Stored budget transfers in the order they were written."""
+        sql = f"SELECT {', '.join(_TRANSFER_COLUMNS)} FROM ledger_transfers"
+        params: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            params = (run_id,)
+        return [_transfer_from_row(r) for r in self._read(sql + " ORDER BY rowid", params)]
+
+    def totals(self, **filters: Any) -> UsageTotals:
+        """Sums over the stored rows (or those matching ``filters``)."""
+        return sum_entries(self.entries(**filters))
+
+    def group_by(self, *keys: str, **filters: Any) -> dict[Any, UsageTotals]:
+        """Sums per value of ``keys`` over the stored rows."""
+        return group_entries(self.entries(**filters), *keys)
+
+    def export_jsonl(self, path: str | Path) -> int:
+        """Write every row and transfer as JSON lines; returns the number of lines."""
+        return export_jsonl(path, self.iter_entries(), self.transfers())
+
+    def export_csv(self, path: str | Path) -> int:
+        """Write every call row as CSV (transfers to ``<stem>.transfers.csv``)."""
+        return export_csv(path, self.iter_entries(), self.transfers())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the file. Further appends raise :class:`LedgerError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LedgerStore({self.path!r})"

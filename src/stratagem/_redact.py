@@ -1,0 +1,85 @@
+"""Secret redaction shared by logs, ledger rows and exports.
+
+A secret is anything that looks like an API key or a bearer token, the value of any field whose
+name says it holds a secret, and any value registered with :func:`register_secret` (the
+configured API keys are registered when a client is built). Redaction runs before anything is
+rendered or written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["REDACTED", "is_secret_key", "redact", "redact_value", "register_secret"]
+
+REDACTED = "[REDACTED]"
+
+_PATTERNS = [
+    # OpenAI-style keys (sk-..., sk-proj-...), and other common vendor prefixes.
+    re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\b(?:ghp|gho|github_pat|xox[abpr]|hf)_[A-Za-z0-9_\-]{8,}"),
+    # Authorization headers and bearer tokens in free text.
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9_\-\.=:+/]{8,}"),
+    re.compile(r"(?i)(api[_-]?key|access[_-]?token|secret|password)(\s*[=:]\s*)[^\s,;&\"']{4,}"),
+]
+
+_SECRET_KEY = re.compile(r"(?i)(api[_-]?key|authorization|token|secret|password|credential)")
+
+# Environment variables whose values are secrets wherever they appear.
+_SECRET_ENV = ("OPENAI_API_KEY", "STRATAGEM_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+_lock = threading.Lock()
+_registered: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Redact ``value`` wherever it appears from now on (shorter than 6 chars: ignored)."""
+    if value and len(value) >= 6:
+        with _lock:
+            _registered.add(value)
+
+
+def _known_secrets() -> list[str]:
+    env = [v for name in _SECRET_ENV if (v := os.environ.get(name)) and len(v) >= 6]
+    with _lock:
+        # Longest first, so a secret that contains another is replaced whole.
+        return sorted({*_registered, *env}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every secret in it replaced by ``[REDACTED]``."""
+    for secret in _known_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for i, pattern in enumerate(_PATTERNS):
+        if i == 3:
+            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field named ``key`` holds a secret (``api_key``, ``Authorization``, ...)."""
+    # Token *counts* are not secrets: prompt_tokens, max_tokens, ...
+    lowered = key.lower()
+    if lowered.endswith("tokens") or lowered.endswith("_token_count"):
+        return False
+    return bool(_SECRET_KEY.search(key))
+
+
+def redact_value(value: Any, key: str | None = None) -> Any:
+    """Redact a value of any JSON-like shape; fields named like secrets are replaced whole."""
+    if key is not None and is_secret_key(key) and value not in (None, "", 0):
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v) for v in value)
+    return value

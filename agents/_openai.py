@@ -1,0 +1,287 @@
+"""The OpenAI-compatible backend: OpenAI, vLLM, Ollama, llama.cpp, the embedded model.
+
+One HTTP-level attempt per :meth:`OpenAIBackend.send`: the SDK's own retries are off
+(``max_retries=0``) because :class:`~stratagem.agents.ModelClient` owns the only retry layer.
+SDK errors are translated into stratagem's: retryable ones into
+:class:`~stratagem.errors.TransientModelError` (with ``Retry-After``), context overflows into
+:class:`~stratagem.errors.ContextLengthExceeded`, the rest into
+:class:`~stratagem.errors.ModelError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import weakref
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx2
+import openai
+from openai.types import CompletionUsage
+
+from stratagem._redact import redact, register_secret
+from stratagem.agents._backend import (
+    BackendCapabilities,
+    ChatRequest,
+    ChatResponse,
+    capabilities_for,
+    detect_backend,
+)
+from stratagem.budgets import Usage
+from stratagem.errors import ContextLengthExceeded, ModelError, TransientModelError
+
+__all__ = ["OpenAIBackend", "usage_from_openai"]
+
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[_ ]length|maximum context|context window|too many tokens|exceeds? (the )?"
+    r"(model'?s? )?(maximum|max)|n_ctx|prompt is too long",
+    re.IGNORECASE,
+)
+
+
+def usage_from_openai(usage: CompletionUsage | None) -> Usage | None:
+    """Normalise the SDK's usage; absent detail fields stay ``None`` (unknown), not 0."""
+    if usage is None:
+        return None
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    cached = getattr(prompt_details, "cached_tokens", None) if prompt_details else None
+    reasoning = (
+        getattr(completion_details, "reasoning_tokens", None) if completion_details else None
+    )
+    prompt = int(usage.prompt_tokens or 0)
+    completion = int(usage.completion_tokens or 0)
+    # A server that reports more cached/reasoning tokens than the total is wrong; clamp
+    # rather than lose the row, so the subset rule holds in the ledger.
+    if cached is not None:
+        cached = min(int(cached), prompt)
+    if reasoning is not None:
+        reasoning = min(int(reasoning), completion)
+    return Usage(prompt, completion, cached, reasoning, "provider")
+
+
+def _retry_after(response: httpx2.Response | None) -> float | None:
+    if response is None:
+        return None
+    headers = response.headers
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _is_context_overflow(exc: openai.APIStatusError) -> bool:
+    if getattr(exc, "code", None) == "context_length_exceeded":
+        return True
+    return bool(_CONTEXT_OVERFLOW.search(str(exc.message)))
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat completions endpoint.
+
+    Args:
+        model: The model name to send.
+        base_url: The endpoint (``http://127.0.0.1:8000/v1``); ``None`` for OpenAI itself.
+        api_key: The key; registered for redaction and never logged or stored.
+        backend: The server kind (``openai``, ``vllm``, ``ollama``, ``llamacpp``,
+            ``llama-cpp-python``, ``lmstudio``, ``generic``); guessed from the URL if omitted.
+            It decides which output-cap field is sent.
+        timeout_s: Read timeout of one attempt, in seconds.
+        connect_timeout_s: Connect timeout, in seconds.
+        extra_body: Extra JSON fields sent with every request (server-specific options).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        backend: str | None = None,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 5.0,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        self._model = model
+        self._base_url = base_url.rstrip("/") if base_url else None
+        self._api_key = api_key or "not-needed"
+        register_secret(api_key)
+        self._caps = capabilities_for(backend or detect_backend(base_url))
+        self._timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
+        self._extra_body = dict(extra_body or {})
+        # httpx2 connection pools belong to one event loop: one SDK client per loop.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._clients = weakref.WeakKeyDictionary()
+
+    @property
+    def name(self) -> str:
+        """The backend kind written in ledger rows."""
+        return self._caps.name
+
+    @property
+    def model(self) -> str:
+        """The model this backend calls."""
+        return self._model
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL (the key of the per-endpoint concurrency limit)."""
+        return self._base_url or "https://api.openai.com/v1"
+
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        """What this server honours and reports."""
+        return self._caps
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self._model!r}, endpoint={self.endpoint!r}, " \
+               f"backend={self.name!r})"
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self._base_url,
+                max_retries=0,  # ModelClient owns the only retry layer
+                timeout=self._timeout,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the SDK client of the running event loop."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.close()
+
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": [dict(m) for m in request.messages],
+            self._caps.output_cap_param: request.max_output,
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        body = {**self._extra_body, **request.extra}
+        if body:
+            kwargs["extra_body"] = body
+        if request.stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    async def send(self, request: ChatRequest) -> ChatResponse:
+        """One attempt; SDK errors become stratagem errors (see the module docstring)."""
+        client = self._client()
+        kwargs = self._kwargs(request)
+        try:
+            if request.stream:
+                return await self._stream(client, kwargs)
+            raw = await client.chat.completions.with_raw_response.create(**kwargs)
+            completion = raw.parse()
+            request_id = raw.headers.get("x-request-id")
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from exc
+        except openai.APITimeoutError as exc:
+            raise TransientModelError(f"{self.endpoint}: request timed out") from exc
+        except openai.APIConnectionError as exc:
+            raise TransientModelError(
+                f"{self.endpoint}: connection failed: {redact(str(exc.__cause__ or exc))}"
+            ) from exc
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            raise TransientModelError(
+                f"{self.endpoint}: malformed response: {redact(str(exc))[:200]}"
+            ) from exc
+        if not getattr(completion, "choices", None):
+            raise TransientModelError(
+                f"{self.endpoint}: response has no choices",
+                usage=usage_from_openai(getattr(completion, "usage", None)),
+                request_id=request_id,
+            )
+        choice = completion.choices[0]
+        return ChatResponse(
+            text=choice.message.content or "",
+            usage=usage_from_openai(completion.usage),
+            finish_reason=choice.finish_reason,
+            request_id=request_id,
+            model=completion.model,
+        )
+
+    async def _stream(self, client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> ChatResponse:
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish: str | None = None
+        model: str | None = None
+        request_id: str | None = None
+        try:
+            stream = await client.chat.completions.create(**kwargs)
+            response = getattr(stream, "response", None)
+            if response is not None:
+                request_id = response.headers.get("x-request-id")
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    # Keep the last usage seen; never sum chunks (some servers send
+                    # cumulative usage on every chunk).
+                    usage = usage_from_openai(chunk.usage)
+                for choice in chunk.choices or ():  # the usage chunk has choices == []
+                    if choice.delta and choice.delta.content:
+                        parts.append(choice.delta.content)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except (openai.APIConnectionError, httpx2.HTTPError, ValueError) as exc:
+            raise TransientModelError(
+                f"{self.endpoint}: stream cut short: {redact(str(exc))[:200]}",
+                request_id=request_id,
+                usage=usage,
+                partial_text="".join(parts),
+            ) from exc
+        if finish is None and usage is None:
+            # The server closed the stream without a finish reason or usage: cut short.
+            raise TransientModelError(
+                f"{self.endpoint}: stream ended before it finished",
+                request_id=request_id,
+                partial_text="".join(parts),
+            )
+        return ChatResponse("".join(parts), usage, finish, request_id, model)
+
+    def _status_error(self, exc: openai.APIStatusError) -> ModelError:
+        status = exc.status_code
+        rid = exc.request_id
+        message = f"{self.endpoint}: HTTP {status}: {redact(str(exc.message))[:300]}"
+        if status == 400 and _is_context_overflow(exc):
+            return ContextLengthExceeded(
+                f"{message} - shorten the prompt or use a model with a longer context",
+                status_code=status,
+                request_id=rid,
+            )
+        if status in (408, 429) or status >= 500:
+            return TransientModelError(
+                message, retry_after=_retry_after(exc.response), status_code=status,
+                request_id=rid,
+            )
+        if status in (401, 403):
+            message += " - check the API key for this endpoint (OPENAI_API_KEY or config)"
+        return ModelError(message, status_code=status, request_id=rid)
+

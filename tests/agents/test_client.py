@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from stratagem.agents import ModelClient, RetryPolicy
+from stratagem.budgets import Budget, LedgerStore, TokenLedger, Usage
+from stratagem.errors import (
+    BudgetExceeded,
+    ContextLengthExceeded,
+    ModelError,
+    TransientModelError,
+)
+from stratagem.testing import FunctionModel, ScriptedModel, ScriptedReply
+
+MSG = [{"role": "user", "content": "What is 6 times 7?"}]
+FAST = RetryPolicy(max_attempts=3, initial_delay_s=0.001, max_delay_s=0.002)
+
+
+def test_every_attempt_is_recorded_and_failed_usage_is_charged() -> None:
+    failed_usage = Usage(30, 0)
+    script = [
+        TransientModelError("HTTP 500", status_code=500),
+        TransientModelError("HTTP 503 with usage", status_code=503, usage=failed_usage),
+        ScriptedReply("Answer: 42", prompt_tokens=20, completion_tokens=4, cached_tokens=8),
+    ]
+    with ScriptedModel(script) as model:
+        client = ModelClient(model, retry=FAST, run_id="r1", labels={"topology": "single"})
+        done = client.complete_sync(MSG, role="solver", node="solve", branch="0")
+    rows = client.ledger.entries()
+    assert [(r.attempt, r.status, r.total_tokens) for r in rows] == [
+        (1, "error", 0), (2, "error", 30), (3, "ok", 24)]
+    assert done.attempts == tuple(rows) and done.entry is rows[-1]
+    assert done.billed_tokens == 54 == client.ledger.totals().total_tokens
+    assert rows[-1].cached_tokens == 8 and rows[0].cached_tokens is None
+    assert {r.run_id for r in rows} == {"r1"}
+    assert {r.labels["topology"] for r in rows} == {"single"}
+    assert len({r.call_id for r in rows}) == 3
+
+
+def test_non_transient_errors_are_not_retried() -> None:
+    with ScriptedModel([ModelError("HTTP 401: bad key", status_code=401)]) as model:
+        client = ModelClient(model, retry=FAST)
+        with pytest.raises(ModelError, match="401"):
+            client.complete_sync(MSG, role="judge")
+    assert [r.status for r in client.ledger.entries()] == ["error"]
+    with ScriptedModel([ContextLengthExceeded("too long", status_code=400)]) as model:
+        client = ModelClient(model, retry=FAST)
+        with pytest.raises(ContextLengthExceeded):
+            client.complete_sync(MSG, role="solver")
+    assert len(client.ledger) == 1
+
+
+def test_gives_up_after_max_attempts_with_a_clear_error() -> None:
+    with ScriptedModel([TransientModelError("HTTP 429", status_code=429, retry_after=0)] * 3
+                       ) as model:
+        client = ModelClient(model, retry=FAST)
+        with pytest.raises(ModelError, match="gave up after 3 attempt"):
+            client.complete_sync(MSG, role="solver")
+    assert client.ledger.totals().error_calls == 3
+
+
+def test_overlong_retry_after_gives_up_instead_of_stalling() -> None:
+    with ScriptedModel([TransientModelError("HTTP 429", retry_after=3600)]) as model:
+        client = ModelClient(model, retry=FAST)
+        with pytest.raises(ModelError, match="more than"):
+            client.complete_sync(MSG, role="solver")
+
+
+def test_missing_usage_becomes_a_flagged_estimate() -> None:
+    with ScriptedModel([ScriptedReply("forty-two", usage=False)]) as model:
+        client = ModelClient(model)
+        done = client.complete_sync(MSG, role="solver")
+    assert done.usage.source == "estimate" and done.usage.prompt_tokens > 0
+    (row,) = client.ledger.entries()
+    assert row.usage_source == "estimate" and row.completion_tokens > 0
+
+
+def test_budget_clamps_the_cap_and_refuses_when_nothing_fits() -> None:
+    budget = Budget(total=60, roles={"solver": 40})
+    with ScriptedModel([ScriptedReply("word " * 100)]) as model:
+        client = ModelClient(model, budget=budget)
+        done = client.complete_sync(MSG, role="solver", max_output=500)
+    sent = model.requests[0].max_output
+    assert sent < 40 and done.usage.completion_tokens <= sent
+    assert done.finish_reason == "length"
+    assert budget.spent("solver") == done.usage.total_tokens <= 40
+    with ScriptedModel([]) as model:
+        client = ModelClient(model, budget=budget)
+        with pytest.raises(BudgetExceeded):
+            client.complete_sync(MSG, role="solver")
+    assert len(client.ledger) == 0  # nothing was sent, nothing recorded
+
+
+def test_concurrent_calls_share_one_budget_without_overspending() -> None:
+    budget = Budget(total=100_000, roles={"solver": 2_000})
+
+    def reply(messages: object, request: object) -> ScriptedReply:
+        return ScriptedReply("token " * 30)
+
+    client = ModelClient(FunctionModel(reply), budget=budget)
+
+    async def one(i: int) -> int:
+        try:
+            done = await client.complete(MSG, role="solver", branch=str(i), max_output=30)
+        except BudgetExceeded:
+            return 0
+        return done.usage.total_tokens
+
+    async def main() -> list[int]:
+        try:
+            return list(await asyncio.gather(*(one(i) for i in range(200))))
+        finally:
+            await client.aclose()
+
+    spent = asyncio.run(main())
+    assert sum(spent) == budget.spent("solver") == client.ledger.totals().total_tokens
+    assert budget.spent("solver") <= 2_000
+    assert sum(1 for s in spent if s) >= 40
+
+
+def test_cancelled_call_is_recorded_as_cancelled() -> None:
+    async def slow(messages: object, request: object) -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    budget = Budget(total=1000)
+    client = ModelClient(FunctionModel(slow), budget=budget)
+
+    async def main() -> None:
+        task = asyncio.create_task(client.complete(MSG, role="solver"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    (row,) = client.ledger.entries()
+    assert row.status == "cancelled" and budget.reserved() == 0
+
+
+def test_durable_store_has_the_row_before_the_caller_sees_the_result(tmp_path: Path) -> None:
+    store = LedgerStore(tmp_path / "l.sqlite")
+    seen: list[int] = []
+
+    def check(messages: object, request: object) -> str:
+        return "ok"
+
+    client = ModelClient(FunctionModel(check), ledger=TokenLedger(store))
+    done = client.complete_sync(MSG, role="solver")
+    with LedgerStore(tmp_path / "l.sqlite") as other:  # a second connection sees it committed
+        seen.append(len(other))
+        assert done.call_id in other
+    assert seen == [1]
+    store.close()
+
+
+def test_one_llm_call_event_per_attempt_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abcdefghijklmnop0000")
+    with ScriptedModel([TransientModelError("boom sk-abcdefghijklmnop0000"), "ok"]) as model:
+        client = ModelClient(model, retry=FAST, run_id="r9")
+        with capture_logs() as logs:
+            done = client.complete_sync(MSG, role="judge", node="judge")
+    calls = [e for e in logs if e["event"] == "llm.call"]
+    assert [e["call_id"] for e in calls] == [r.call_id for r in client.ledger.entries()]
+    assert calls[-1]["call_id"] == done.call_id and calls[-1]["role"] == "judge"
+    assert all("sk-abcdefghijklmnop0000" not in str(e) for e in calls)
+
+
+def test_role_routing_and_bind() -> None:
+    with ScriptedModel(["planner says"], model="big") as big, ScriptedModel(
+        ["solver says"], model="small"
+    ) as small:
+        client = ModelClient(small, roles={"planner": big})
+        bound = client.bind(run_id="r2", labels={"seed": "1"})
+        assert bound.complete_sync(MSG, role="planner").model == "big"
+        assert bound.complete_sync(MSG, role="solver").model == "small"
+    assert {r.run_id for r in client.ledger.entries()} == {"r2"}
+    assert client.run_id == ""
+
+
+def test_complete_sync_refuses_inside_a_running_loop() -> None:
+    client = ModelClient(FunctionModel(lambda m, r: "x"))
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=r"await client\.complete"):
+            client.complete_sync(MSG, role="solver")
+
+    asyncio.run(main())

@@ -6,6 +6,15 @@ from stratagem.budgets._aggregate import UsageTotals
 from stratagem.budgets._budget import Budget, Reservation
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
 from stratagem.budgets._ledger import TokenLedger
+from stratagem.budgets._policies import (
+    AllocationPolicy,
+    DifficultyAdaptive,
+    FeedbackDecision,
+    JudgeFeedback,
+    ReallocationPolicy,
+    Uniform,
+    apportion,
+)
 from stratagem.budgets._pricing import BUILTIN_PRICES, PRICES_AS_OF, ModelPrice, Pricing
 from stratagem.budgets._store import SCHEMA_VERSION, LedgerStore
 from stratagem.budgets._tokens import (
@@ -22,16 +31,23 @@ __all__ = [
     "BUILTIN_PRICES",
     "PRICES_AS_OF",
     "SCHEMA_VERSION",
+    "AllocationPolicy",
     "Budget",
+    "DifficultyAdaptive",
+    "FeedbackDecision",
+    "JudgeFeedback",
     "LedgerEntry",
     "LedgerStore",
     "ModelPrice",
     "Pricing",
+    "ReallocationPolicy",
     "Reservation",
     "TokenLedger",
     "Transfer",
+    "Uniform",
     "Usage",
     "UsageTotals",
+    "apportion",
     "count_chat_tokens",
     "count_text_tokens",
     "encoding_name_for_model",

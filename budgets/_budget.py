@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stratagem.budgets._entries import Transfer
+from stratagem.budgets._entries import LedgerEntry, Transfer
 from stratagem.budgets._pricing import ModelPrice, Pricing
 from stratagem.budgets._usage import Usage
 from stratagem.errors import BudgetExceeded, ConfigError, PricingError
@@ -331,6 +331,32 @@ class Budget:
                 candidates.append(self._tokens[role].available)
             value = min(candidates)
             return None if math.isinf(value) else max(0, int(value))
+
+    def unspent(self, role: str) -> int | None:
+        """What ``role``'s own cap still allows (cap - spent - reserved); ``None`` if uncapped.
+
+        Unlike :meth:`remaining`, the run total is not taken into account: this is what
+        :meth:`transfer` may move.
+        """
+        with self._lock:
+            scope = self._tokens.get(role)
+            if scope is None or scope.limit is None:
+                return None
+            return max(0, int(scope.available))
+
+    def restore(self, entries: Iterable[LedgerEntry], transfers: Iterable[Transfer]) -> None:
+        """Re-apply a run's recorded spend and transfers, e.g. when resuming after a crash.
+
+        Transfers are applied as recorded (they were checked when made); spend is charged
+        without reservations. Call it on a fresh budget built with the run's original caps.
+        """
+        for t in transfers:
+            with self._lock:
+                for role, delta in ((t.from_role, -t.tokens), (t.to_role, t.tokens)):
+                    scope = self._tokens.setdefault(role, _Scope(0))
+                    scope.limit = (scope.limit or 0) + delta
+        for e in entries:
+            self.charge(e.role, e.usage, model=e.model, cost_usd=e.cost_usd)
 
     def spent_usd(self, role: str | None = None) -> float:
         """Committed dollars of ``role`` (or of the whole run), for priced models."""

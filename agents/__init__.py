@@ -17,7 +17,19 @@ from stratagem.agents._backend import (
     detect_backend,
 )
 from stratagem.agents._client import Completion, ModelClient, RetryPolicy
+from stratagem.agents._decomposer import Decomposer, Decomposition, LLMDecomposer, Subtask
 from stratagem.agents._defaults import default_backend
+from stratagem.agents._judge import (
+    Checker,
+    Judge,
+    LLMJudge,
+    PairwiseVerdict,
+    Verdict,
+    VerifierJudge,
+    parse_pairwise,
+    parse_verdict,
+)
+from stratagem.agents._knockout import KnockoutResult, knockout
 from stratagem.agents._local import (
     LOCAL_MODEL_ALIAS,
     LocalModelServer,
@@ -25,24 +37,77 @@ from stratagem.agents._local import (
     smollm2_model_path,
 )
 from stratagem.agents._openai import OpenAIBackend, usage_from_openai
+from stratagem.agents._planner import DEFAULT_ROLES, LLMPlanner, Mode, Plan, Planner
+from stratagem.agents._prompts import (
+    DECOMPOSER_PROMPT,
+    JUDGE_PAIRWISE_PROMPT,
+    JUDGE_POINTWISE_PROMPT,
+    PLANNER_PROMPT,
+    REPAIR_PROMPT,
+    SOLVER_PROMPT,
+    PromptTemplate,
+)
+from stratagem.agents._solver import LLMSolver, Solution, Solver, extract_answer
+from stratagem.agents._structured import (
+    RoleOutput,
+    Structured,
+    complete_structured,
+    extract_json,
+    parse_error_completions,
+)
 
 __all__ = [
     "CAPABILITIES",
+    "DECOMPOSER_PROMPT",
+    "DEFAULT_ROLES",
+    "JUDGE_PAIRWISE_PROMPT",
+    "JUDGE_POINTWISE_PROMPT",
     "LOCAL_MODEL_ALIAS",
+    "PLANNER_PROMPT",
+    "REPAIR_PROMPT",
+    "SOLVER_PROMPT",
     "BackendCapabilities",
     "ChatBackend",
     "ChatRequest",
     "ChatResponse",
+    "Checker",
     "Completion",
+    "Decomposer",
+    "Decomposition",
+    "Judge",
+    "KnockoutResult",
+    "LLMDecomposer",
+    "LLMJudge",
+    "LLMPlanner",
+    "LLMSolver",
     "LocalModelServer",
     "Message",
+    "Mode",
     "ModelClient",
     "OpenAIBackend",
+    "PairwiseVerdict",
+    "Plan",
+    "Planner",
+    "PromptTemplate",
     "RetryPolicy",
+    "RoleOutput",
+    "Solution",
+    "Solver",
+    "Structured",
+    "Subtask",
+    "Verdict",
+    "VerifierJudge",
     "capabilities_for",
+    "complete_structured",
     "default_backend",
     "detect_backend",
     "ensure_local_server",
+    "extract_answer",
+    "extract_json",
+    "knockout",
+    "parse_error_completions",
+    "parse_pairwise",
+    "parse_verdict",
     "smollm2_model_path",
     "usage_from_openai",
 ]

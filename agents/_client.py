@@ -35,7 +35,7 @@ from stratagem.budgets import (
     count_text_tokens,
     new_call_id,
 )
-from stratagem.errors import ModelError, TransientModelError
+from stratagem.errors import BudgetExceeded, ModelError, TransientModelError
 from stratagem.logging import get_logger
 
 __all__ = ["Completion", "ModelClient", "RetryPolicy"]
@@ -220,8 +220,13 @@ class ModelClient:
         task_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Completion:
         """Ask ``role``'s model for a completion, within budget, recording every attempt.
+
+        ``allowance`` caps this call's own total (input estimate + output), e.g. a parallel
+        branch's share reserved before a fan-out: the output cap is clamped to
+        ``allowance - input estimate``.
 
         Raises:
             BudgetExceeded: If the budget cannot fit even a minimal call (nothing is sent).
@@ -244,6 +249,13 @@ class ModelClient:
         ctx = _CallContext(backend, role, node, branch, task_id,
                            {**self.labels, **(labels or {})})
         estimate = self._input_estimate(messages, backend.model)
+        if allowance is not None:
+            room = allowance - estimate
+            if room < 1:
+                raise BudgetExceeded(kind="tokens", role=role, limit=allowance,
+                                     requested=estimate + 1, spent=0)
+            request = replace(request, max_output=min(max_output, room))
+            max_output = request.max_output
         for number in range(1, self.retry.max_attempts + 1):
             reservation = self._reserve(role, estimate, max_output, backend.model)
             sent = replace(request, max_output=reservation.max_output) if reservation else request

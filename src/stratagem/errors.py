@@ -22,7 +22,7 @@ on one line and exits with code 2. A :class:`RunError` exits with code 1.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from stratagem.budgets import Usage
@@ -177,4 +177,11 @@ class ContextLengthExceeded(ModelError):
 
 
 class OutputParseError(ModelError):
-    """A structured output did not parse into its schema, even after one repair attempt."""
+    """A structured output did not parse into its schema, even after one repair attempt.
+
+    Attributes:
+        completions: The completions that failed to parse (their tokens stay charged; they
+            are waste in the ledger's accepted view).
+    """
+
+    completions: tuple[Any, ...] = ()

@@ -1,0 +1,151 @@
+"""The solver: solves a task or subtask, optionally with earlier steps and judge feedback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import ConfigDict
+
+from stratagem.agents._client import ModelClient
+from stratagem.agents._prompts import SOLVER_PROMPT, PromptTemplate
+from stratagem.agents._structured import RoleOutput
+
+__all__ = ["LLMSolver", "Solution", "Solver", "extract_answer"]
+
+_ANSWER = re.compile(r"(?i)answer\s*[:=]\s*(.+)")
+_DECOR = " \t*_`"  # whitespace and markdown emphasis around an answer
+
+
+def extract_answer(text: str) -> str:
+    """The final answer in a solver's reply.
+
+    The last line containing ``Answer: ...`` (or ``answer = ...``, any case) gives the text
+    after the colon (or the next line, if nothing follows the colon); without one, the last
+    non-empty line is the answer. Surrounding
+    whitespace, markdown emphasis and a trailing full stop are removed.
+
+    Example:
+        >>> extract_answer("2 + 2 is 4.\\n**Answer:** 4.")
+        '4'
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        match = _ANSWER.search(lines[i])
+        if match:
+            answer = _clean(match.group(1))
+            # "**Answer:**" alone on its line: the answer is on the next one.
+            return answer or (_clean(lines[i + 1]) if i + 1 < len(lines) else "")
+    return _clean(lines[-1]) if lines else ""
+
+
+def _clean(answer: str) -> str:
+    answer = answer.strip(_DECOR)
+    if answer.endswith("."):
+        answer = answer[:-1].strip(_DECOR)
+    return answer
+
+
+class Solution(RoleOutput):
+    """A solver's reply and the answer extracted from it."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    answer: str
+    """The extracted final answer (see :func:`extract_answer`)."""
+    text: str
+    """The full reply, reasoning included."""
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """Solves a task or subtask."""
+
+    async def solve(
+        self,
+        client: ModelClient,
+        task: str,
+        *,
+        prior_steps: Sequence[tuple[str, str]] = (),
+        feedback: str | None = None,
+        previous: str | None = None,
+        node: str = "solver",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        **kw: Any,
+    ) -> Solution:
+        """Solve ``task``.
+
+        Args:
+            client: Makes and records the model calls.
+            task: The task or subtask text.
+            prior_steps: Earlier steps as ``(description, result)`` pairs, in order.
+            feedback: A judge's critique of ``previous``, for refinement.
+            previous: An earlier attempt at this task, for refinement.
+            node: The graph node, for the ledger.
+            branch: The graph branch, for the ledger.
+            temperature: Sampling temperature (vary it, or the seed, for parallel samples).
+            seed: Sampling seed.
+            **kw: Passed on to the model call (``task_id``, ``labels``, ...).
+        """
+        ...
+
+
+class LLMSolver:
+    """The default solver: one model call, then :func:`extract_answer`.
+
+    Args:
+        template: The prompt. Fields: ``task``; ``context`` (earlier steps, previous answer
+            and feedback laid out as text, or empty); and the raw parts ``prior_steps``,
+            ``previous``, ``feedback`` (empty strings when absent).
+        max_output: Output cap per call.
+        role: The role charged in the ledger.
+    """
+
+    def __init__(
+        self,
+        template: PromptTemplate = SOLVER_PROMPT,
+        *,
+        max_output: int = 512,
+        role: str = "solver",
+    ) -> None:
+        self.template = template
+        self.max_output = max_output
+        self.role = role
+
+    async def solve(
+        self,
+        client: ModelClient,
+        task: str,
+        *,
+        prior_steps: Sequence[tuple[str, str]] = (),
+        feedback: str | None = None,
+        previous: str | None = None,
+        node: str = "solver",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        **kw: Any,
+    ) -> Solution:
+        """Solve ``task`` (see :meth:`Solver.solve`)."""
+        steps = "\n".join(
+            f"Step {i}: {desc}\nResult: {result}"
+            for i, (desc, result) in enumerate(prior_steps, start=1)
+        )
+        context = "".join([
+            f"Earlier steps:\n{steps}\n\n" if steps else "",
+            f"Your previous answer:\n{previous}\n\n" if previous else "",
+            f"Feedback:\n{feedback}\n\n" if feedback else "",
+        ])
+        messages = self.template.render(
+            task=task, context=context, prior_steps=steps,
+            previous=previous or "", feedback=feedback or "",
+        )
+        completion = await client.complete(
+            messages, role=self.role, node=node, branch=branch, max_output=self.max_output,
+            temperature=temperature, seed=seed, **kw,
+        )
+        solution = Solution(answer=extract_answer(completion.text), text=completion.text)
+        return solution.with_call_ids(completion.call_id)

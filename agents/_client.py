@@ -17,6 +17,7 @@ import random
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,10 @@ from stratagem.logging import get_logger
 __all__ = ["Completion", "ModelClient", "RetryPolicy"]
 
 _log = get_logger("stratagem.llm")
+
+current_task_id: ContextVar[str | None] = ContextVar("stratagem_task_id", default=None)
+"""The LangGraph task id of the node running in this context (set by graph nodes); used for
+ledger rows when a call does not name one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +251,7 @@ class ModelClient:
             stream=stream,
             extra=dict(extra or {}),
         )
-        ctx = _CallContext(backend, role, node, branch, task_id,
+        ctx = _CallContext(backend, role, node, branch, task_id or current_task_id.get(),
                            {**self.labels, **(labels or {})})
         estimate = self._input_estimate(messages, backend.model)
         if allowance is not None:

@@ -1,5 +1,77 @@
-"""Coordination graphs: state and reducers, topologies, durable run and resume."""
+"""Coordination graphs: state and reducers, topologies, durable run and resume.
+
+Every topology is a builder returning a compiled LangGraph graph over :class:`RunState`
+with :class:`RunContext` as its runtime context, and an explicit recursion limit:
+
+* :func:`single` - one solver call (the baseline);
+* :func:`plan_solve` - planner, then solver;
+* :func:`decompose_solve` - decomposer, subtask solvers (parallel or chained), aggregation;
+* :func:`best_of_n` - N parallel samples, chosen by vote, judge, knockout or verifier;
+* :func:`refine` - solve, critique, revise;
+* :func:`tree` - beam search or MCTS with the judge as value function;
+* :func:`adaptive` - the planner picks the mode and the budget split.
+
+Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from stratagem.graphs._adaptive import adaptive, apply_split
+from stratagem.graphs._common import (
+    accepted,
+    best_candidate,
+    finalize_node,
+    majority_vote,
+    normalize_answer,
+    run_context,
+    stratagem_node,
+)
+from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
+from stratagem.graphs._decompose import decompose_solve
+from stratagem.graphs._loops import best_of_n, refine
+from stratagem.graphs._run import RunResult, aresume, arun, resume, run
+from stratagem.graphs._simple import plan_solve, single
+from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
+from stratagem.graphs._tree import tree
+
+TOPOLOGIES = {
+    "single": single,
+    "plan_solve": plan_solve,
+    "decompose_solve": decompose_solve,
+    "best_of_n": best_of_n,
+    "refine": refine,
+    "tree": tree,
+    "adaptive": adaptive,
+}
+"""Topology name -> builder."""
+
+__all__ = [
+    "DEFAULT_SPLITS",
+    "TOPOLOGIES",
+    "BranchInput",
+    "Candidate",
+    "RunContext",
+    "RunResult",
+    "RunState",
+    "Verifier",
+    "accepted",
+    "adaptive",
+    "add_counts",
+    "apply_split",
+    "aresume",
+    "arun",
+    "best_candidate",
+    "best_of_n",
+    "decompose_solve",
+    "finalize_node",
+    "majority_vote",
+    "normalize_answer",
+    "plan_solve",
+    "refine",
+    "resume",
+    "run",
+    "run_context",
+    "single",
+    "stratagem_node",
+    "tree",
+]

@@ -1,0 +1,175 @@
+"""Helpers shared by every topology's nodes, and public ones for users' own nodes."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from langgraph.runtime import Runtime
+
+from stratagem.agents._client import current_task_id
+from stratagem.budgets import TokenLedger
+from stratagem.errors import BudgetExceeded, ModelError, RunError
+from stratagem.graphs._context import RunContext
+from stratagem.graphs._state import Candidate, RunState
+from stratagem.logging import bind_run, get_logger
+
+__all__ = [
+    "accepted",
+    "best_candidate",
+    "finalize_node",
+    "majority_vote",
+    "normalize_answer",
+    "run_context",
+    "scores",
+    "stopped",
+    "stratagem_node",
+]
+
+_log = get_logger("stratagem.graph")
+S = TypeVar("S")
+
+
+def run_context(runtime: Runtime[RunContext]) -> RunContext:
+    """The run's :class:`RunContext`, with a clear error when it was not passed.
+
+    Raises:
+        RunError: If the graph was invoked (or resumed) without ``context=``.
+    """
+    ctx = runtime.context
+    if ctx is None:
+        raise RunError(
+            "the run context is missing: invoke the graph with context=RunContext(...) "
+            "(it is not checkpointed, so a resume must pass it again)"
+        )
+    return ctx
+
+
+def task_id(runtime: Runtime[Any]) -> str | None:
+    """The LangGraph task id of the running node, for ledger rows."""
+    info = getattr(runtime, "execution_info", None)
+    return None if info is None else str(info.task_id)
+
+
+def accepted(ledger: TokenLedger, call_ids: Iterable[str]) -> dict[str, Any]:
+    """A state update marking these calls' output as used (the accepted view)."""
+    ids = [c for c in call_ids if c]
+    tokens: dict[str, int] = {}
+    for cid in ids:
+        row = ledger.get(cid)
+        if row is not None:
+            tokens[row.role] = tokens.get(row.role, 0) + row.total_tokens
+    return {"accepted_calls": ids, "accepted_tokens": tokens}
+
+
+def stopped(exc: BudgetExceeded) -> dict[str, Any]:
+    """A state update ending the run gracefully because the budget ran out."""
+    return {"stop_reason": f"budget exhausted: {exc}"}
+
+
+def stratagem_node(
+    fn: Callable[[S, RunContext], Awaitable[dict[str, Any]]],
+) -> Callable[[S, Runtime[RunContext]], Awaitable[dict[str, Any]]]:
+    """Turn ``async fn(state, ctx)`` into a LangGraph node with stratagem's guarantees.
+
+    The node gets the run's :class:`RunContext`; a :class:`BudgetExceeded` ends the run
+    gracefully (``stop_reason``) instead of raising; a :class:`ModelError` that survived the
+    client's retries becomes a note and a stop reason. Every model call the node makes
+    through ``ctx.client`` is in the ledger, attributed to the role it names.
+
+    Example:
+        >>> @stratagem_node
+        ... async def critic(state, ctx):
+        ...     done = await ctx.client.complete(
+        ...         [{"role": "user", "content": state["task"]}], role="critic", node="critic")
+        ...     return {"notes": [done.text], **accepted(ctx.client.ledger, [done.call_id])}
+    """
+
+    async def node(state: S, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = run_context(runtime)
+        token = current_task_id.set(task_id(runtime))
+        try:
+            with bind_run(node=fn.__name__):
+                return await fn(state, ctx)
+        except BudgetExceeded as exc:
+            _log.info("run.budget_exhausted", node=fn.__name__, error=str(exc))
+            return stopped(exc)
+        except ModelError as exc:
+            _log.warning("run.model_failed", node=fn.__name__, error=str(exc))
+            return {"notes": [f"{fn.__name__}: {exc}"], "stop_reason": f"model failed: {exc}"}
+        finally:
+            current_task_id.reset(token)
+
+    # Not functools.wraps: LangGraph reads the signature to inject `runtime`, and __wrapped__
+    # would show it fn's (state, ctx) instead.
+    node.__name__ = node.__qualname__ = fn.__name__
+    node.__doc__ = fn.__doc__
+
+    return node
+
+
+_PUNCT = re.compile(r"[\s\.\,\;\:\!\?\"'`]+")
+
+
+def normalize_answer(answer: str) -> str:
+    """Canonical form for voting: lower case, punctuation and spaces collapsed."""
+    return _PUNCT.sub(" ", answer.lower()).strip()
+
+
+def majority_vote(candidates: Sequence[Candidate]) -> int | None:
+    """Index of the most common answer (the first one seen wins ties); ``None`` if none."""
+    answers = [normalize_answer(c.get("answer", "")) for c in candidates]
+    counts = Counter(a for a in answers if a)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(i for i, a in enumerate(answers) if a and counts[a] == top)
+
+
+def scores(verdicts: Sequence[dict[str, Any]]) -> dict[int, float]:
+    """Candidate index -> its latest score, from the verdicts in state."""
+    out: dict[int, float] = {}
+    for v in verdicts:
+        if v.get("index") is not None:
+            out[int(v["index"])] = float(v["score"])
+    return out
+
+
+def best_candidate(
+    candidates: Sequence[Candidate], verdicts: Sequence[dict[str, Any]] = ()
+) -> int | None:
+    """The highest-scored candidate (earliest on ties), else the majority vote."""
+    scored = scores(verdicts)
+    if scored:
+        return max(scored, key=lambda i: (scored[i], -i))
+    return majority_vote(candidates)
+
+
+def finalize_node(state: RunState) -> dict[str, Any]:
+    """Choose the final answer from what the run produced, and say why it ended."""
+    candidates = state.get("candidates", [])
+    update: dict[str, Any] = {"stop_reason": state.get("stop_reason") or "done"}
+    if state.get("answer"):
+        return update
+    verdicts = state.get("verdicts", [])
+    i = best_candidate(candidates, verdicts)
+    if i is not None:
+        update["answer"] = candidates[i].get("answer", "")
+        update["score"] = scores(verdicts).get(i)
+    else:
+        update["answer"] = ""
+        if update["stop_reason"] == "done":
+            update["stop_reason"] = "no answer produced"
+    return update
+
+
+def route_unless_stopped(next_node: str) -> Callable[[RunState], str]:
+    """A router: go to ``next_node`` unless the run has a stop reason (then finalize)."""
+
+    def route(state: RunState) -> str:
+        return "finalize" if state.get("stop_reason") else next_node
+
+    route.__name__ = f"to_{next_node}"
+    return route

@@ -1,0 +1,95 @@
+"""Run-scoped dependencies, passed to LangGraph as the runtime context (never checkpointed).
+
+A resumed run must be given its context again: the client (bound to the run), the budget
+(rebuilt from the ledger by :func:`~stratagem.graphs.resume`), the role implementations and
+the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratagem.agents import (
+    Decomposer,
+    Judge,
+    LLMDecomposer,
+    LLMJudge,
+    LLMPlanner,
+    LLMSolver,
+    ModelClient,
+    Planner,
+    Solver,
+    VerifierJudge,
+)
+from stratagem.budgets import Budget, ReallocationPolicy
+from stratagem.errors import ConfigError
+
+__all__ = ["DEFAULT_SPLITS", "RunContext", "Verifier"]
+
+Verifier = Callable[[str], bool | float]
+"""A programmatic checker: answer text -> pass/fail or a score in [0, 1]."""
+
+DEFAULT_SPLITS: Mapping[str, Mapping[str, float]] = {
+    "single": {"solver": 1.0},
+    "plan_solve": {"planner": 0.15, "solver": 0.85},
+    "decompose_solve": {"decomposer": 0.15, "solver": 0.85},
+    "best_of_n": {"solver": 0.8, "judge": 0.2},
+    "refine": {"solver": 0.6, "judge": 0.4},
+    "tree": {"solver": 0.6, "judge": 0.4},
+    "adaptive": {"planner": 0.1, "decomposer": 0.1, "solver": 0.6, "judge": 0.2},
+}
+"""How a run's token budget is split between roles by default, per topology."""
+
+
+@dataclass
+class RunContext:
+    """Everything a topology's nodes need besides the state.
+
+    Attributes:
+        client: Makes every model call (bound to this run's id, ledger and budget).
+        budget: The run's budget; ``None`` for no limit.
+        planner: The planner role.
+        decomposer: The decomposer role.
+        solver: The solver role.
+        judge: The judge role (an LLM judge by default).
+        verifier: A programmatic checker; when set, ``judge_with="verifier"`` uses it (the
+            "perfect verifier" ablation) and :class:`~stratagem.budgets.JudgeFeedback` may
+            stop early when it accepts.
+        policy: Moves budget between roles on the judge's signal; ``None`` for none.
+        temperature: Sampling temperature for parallel samples.
+        seed: Base seed; branch ``i`` uses ``seed + i`` so runs are reproducible.
+        labels: Extra labels for every ledger row of the run.
+    """
+
+    client: ModelClient
+    budget: Budget | None = None
+    planner: Planner = field(default_factory=LLMPlanner)
+    decomposer: Decomposer = field(default_factory=LLMDecomposer)
+    solver: Solver = field(default_factory=LLMSolver)
+    judge: Judge = field(default_factory=LLMJudge)
+    verifier: Verifier | None = None
+    policy: ReallocationPolicy | None = None
+    temperature: float | None = 0.8
+    seed: int | None = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def judge_for(self, judge_with: str) -> Judge:
+        """The judge to use: ``"llm"`` (the configured judge) or ``"verifier"``."""
+        if judge_with == "verifier":
+            if self.verifier is None:
+                raise ConfigError(
+                    "judge_with='verifier' needs a verifier: pass RunContext(verifier=...) "
+                    "(a task's checker) or use judge_with='llm'"
+                )
+            return VerifierJudge(self.verifier)
+        return self.judge
+
+    def branch_seed(self, branch: int) -> int | None:
+        """The sampling seed of parallel branch ``branch``."""
+        return None if self.seed is None else self.seed + branch
+
+    def extra(self) -> dict[str, Any]:
+        """Keyword arguments every role call gets (labels)."""
+        return {"labels": self.labels} if self.labels else {}

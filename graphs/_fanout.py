@@ -1,0 +1,173 @@
+"""Parallel sampling: the Send fan-out with per-branch allowances, and selection.
+
+Used by ``best_of_n``, ``tree`` and ``adaptive``. Before the fan-out, the solver's remaining
+budget is divided between the branches and each ``Send`` carries its branch's allowance, so
+parallel branches (which all read the same state snapshot) cannot starve one another; the
+shared :class:`~stratagem.budgets.Budget` still enforces every cap atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from stratagem.agents import knockout
+from stratagem.errors import OutputParseError
+from stratagem.graphs._common import (
+    accepted,
+    majority_vote,
+    run_context,
+    scores,
+    stratagem_node,
+)
+from stratagem.graphs._context import RunContext
+from stratagem.graphs._simple import call_ids
+from stratagem.graphs._state import BranchInput, Candidate, RunState
+
+__all__ = ["Selection", "fan_out", "sample", "score_new", "select"]
+
+Selection = Literal["vote", "judge", "knockout", "verifier"]
+
+
+def fan_out(
+    state: RunState,
+    ctx: RunContext,
+    n: int,
+    *,
+    node: str = "sample",
+    revise: Sequence[int] = (),
+) -> list[Send]:
+    """``n`` Sends to ``node``, each with its allowance (solver budget left / n).
+
+    With ``revise``, each Send refines one existing candidate (its answer and the latest
+    critique go along), for tree search.
+    """
+    budget = ctx.budget
+    left = None if budget is None else budget.remaining("solver")
+    allowance = None if left is None else max(1, left // max(1, n))
+    start = len(state.get("candidates", []))
+    feedback = {v["index"]: v.get("rationale", "") for v in state.get("verdicts", [])
+                if v.get("index") is not None}
+    sends = []
+    for k in range(n):
+        branch = start + k
+        payload: BranchInput = {
+            "task": state["task"],
+            "branch": str(branch),
+            "allowance": allowance,
+            "temperature": ctx.temperature,
+            "seed": ctx.branch_seed(branch),
+            "round": state.get("round", 0),
+            "parent": None,
+        }
+        if revise:
+            parent = revise[k % len(revise)]
+            payload["parent"] = parent
+            payload["previous"] = state["candidates"][parent].get("text", "")
+            payload["feedback"] = feedback.get(parent) or None
+        sends.append(Send(node, payload))
+    return sends
+
+
+async def sample(inp: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """One parallel solver branch."""
+
+    @stratagem_node
+    async def sample_branch(inp: BranchInput, ctx: RunContext) -> dict[str, Any]:
+        solution = await ctx.solver.solve(
+            ctx.client, inp["task"], node="sample", branch=inp["branch"],
+            temperature=inp.get("temperature"), seed=inp.get("seed"),
+            previous=inp.get("previous"), feedback=inp.get("feedback"),
+            allowance=inp.get("allowance"), **ctx.extra(),
+        )
+        candidate: Candidate = {
+            "answer": solution.answer, "text": solution.text, "branch": inp["branch"],
+            "round": inp.get("round", 0), "parent": inp.get("parent"),
+        }
+        return {"candidates": [candidate], **accepted(ctx.client.ledger, call_ids(solution))}
+
+    update = await sample_branch(inp, runtime)
+    if "stop_reason" in update:
+        # One branch out of budget or failed: a note, not the end of the run; the others'
+        # candidates are still used.
+        return {"notes": [f"branch {inp['branch']}: {update['stop_reason']}"],
+                **{k: v for k, v in update.items() if k not in ("stop_reason", "notes")}}
+    return update
+
+
+async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[str, Any]:
+    """Score every candidate that has no verdict yet, concurrently."""
+    candidates = state.get("candidates", [])
+    done = scores(state.get("verdicts", []))
+    todo = [i for i in range(len(candidates)) if i not in done]
+    judge = ctx.judge_for(judge_with)
+
+    async def one(i: int) -> tuple[int, Any]:
+        try:
+            verdict = await judge.score(ctx.client, state["task"],
+                                        candidates[i].get("text", ""), node="judge",
+                                        branch=str(i), **ctx.extra())
+        except OutputParseError as exc:
+            # An unreadable verdict leaves the candidate unscored; its tokens stay billed
+            # (waste), and the run goes on.
+            return i, exc
+        return i, verdict
+
+    outcomes = await asyncio.gather(*(one(i) for i in todo))
+    results = [(i, v) for i, v in outcomes if not isinstance(v, OutputParseError)]
+    notes = [f"judge verdict on candidate {i} unreadable: {v}" for i, v in outcomes
+             if isinstance(v, OutputParseError)]
+    verdicts = [
+        {"index": i, "score": v.score, "verdict": v.verdict, "rationale": v.rationale[:2000],
+         "by": judge_with, "round": state.get("round", 0)}
+        for i, v in results
+    ]
+    ids = [cid for _, v in results for cid in call_ids(v)]
+    return {"verdicts": verdicts, "notes": notes, **accepted(ctx.client.ledger, ids)}
+
+
+async def select(state: RunState, ctx: RunContext, how: Selection) -> dict[str, Any]:
+    """Pick the answer among the candidates: vote, pointwise judge, knockout, or verifier."""
+    candidates = state.get("candidates", [])
+    if not candidates:
+        return {"stop_reason": state.get("stop_reason") or "no candidate survived"}
+    if how == "vote":
+        i = majority_vote(candidates)
+        i = 0 if i is None else i
+        return {"answer": candidates[i].get("answer", "")}
+    if how == "knockout":
+        result = await knockout(ctx.judge, ctx.client, state["task"],
+                                [c.get("text", "") for c in candidates], node="judge")
+        winner = result.winner_index
+        return {"answer": candidates[winner].get("answer", ""),
+                "notes": [f"knockout: {len(result.matches)} matches, winner {winner}"],
+                **accepted(ctx.client.ledger, call_ids(result))}
+    judged = await score_new(state, ctx, "verifier" if how == "verifier" else "llm")
+    return judged
+
+
+def select_node(how: Selection) -> Any:
+    """A LangGraph node running :func:`select` with stratagem's guarantees."""
+
+    @stratagem_node
+    async def select_answer(state: RunState, ctx: RunContext) -> dict[str, Any]:
+        return await select(state, ctx, how)
+
+    return select_answer
+
+
+def fan_out_router(n_default: int, node: str = "sample") -> Any:
+    """A conditional-edge function fanning out ``extra_samples`` or ``n_default`` branches."""
+
+    def route(state: RunState, runtime: Runtime[RunContext]) -> list[Send] | str:
+        if state.get("stop_reason"):
+            return "finalize"
+        ctx = run_context(runtime)
+        n = state.get("extra_samples") or n_default
+        return fan_out(state, ctx, n, node=node)
+
+    return route

@@ -33,6 +33,13 @@ from stratagem.graphs._state import RunState
 __all__ = ["adaptive", "apply_split"]
 
 _ROLES = ("decomposer", "solver", "judge")
+_MODE_ROLES = {
+    "direct": ("solver",),
+    "parallel": ("solver", "judge"),
+    "sequential": ("solver", "judge"),
+    "decompose": ("decomposer", "solver"),
+}
+"""The roles each mode actually uses; the others' budget is moved to those that do."""
 
 
 def apply_split(budget: Budget, split: Mapping[str, float], *, node: str,
@@ -102,8 +109,12 @@ def adaptive(
         chosen["rounds"] = min(chosen["rounds"], max_rounds)
         update: dict[str, Any] = {"plan": chosen,
                                   **accepted(ctx.client.ledger, call_ids(decided))}
-        if budget is not None and decided.budget_split:
-            split = {r: s for r, s in decided.budget_split.items() if r in _ROLES}
+        if budget is not None:
+            used = _MODE_ROLES.get(decided.mode, ("solver",))
+            split = {r: decided.budget_split.get(r, 0.0) for r in used}
+            if sum(split.values()) <= 0:  # no usable preference: keep the current ratio
+                split = {r: float(budget.unspent(r) or 0) for r in used}
+            split.update({r: 0.0 for r in _ROLES if r not in used})
             moves = apply_split(budget, split, node="plan",
                                 reason=f"planner split for mode {decided.mode}")
             deltas: dict[str, int] = {}

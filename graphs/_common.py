@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from langgraph.runtime import Runtime
 
@@ -30,6 +30,16 @@ __all__ = [
 
 _log = get_logger("stratagem.graph")
 S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+class _RoleNode(Protocol[S_contra]):
+    """What :func:`stratagem_node` returns. ``runtime`` is named (not positional-only) so
+    the node matches LangGraph's ``add_node`` overloads under strict type checking."""
+
+    def __call__(
+        self, state: S_contra, runtime: Runtime[RunContext]
+    ) -> Awaitable[dict[str, Any]]: ...
 
 
 def run_context(runtime: Runtime[RunContext]) -> RunContext:
@@ -71,7 +81,7 @@ def stopped(exc: BudgetExceeded) -> dict[str, Any]:
 
 def stratagem_node(
     fn: Callable[[S, RunContext], Awaitable[dict[str, Any]]],
-) -> Callable[[S, Runtime[RunContext]], Awaitable[dict[str, Any]]]:
+) -> _RoleNode[S]:
     """Turn ``async fn(state, ctx)`` into a LangGraph node with stratagem's guarantees.
 
     The node gets the run's :class:`RunContext`; a :class:`BudgetExceeded` ends the run
@@ -152,11 +162,15 @@ def finalize_node(state: RunState) -> dict[str, Any]:
     candidates = state.get("candidates", [])
     update: dict[str, Any] = {"stop_reason": state.get("stop_reason") or "done"}
     if state.get("answer"):
+        if not state.get("answer_text"):
+            chosen = [c for c in candidates if c.get("answer") == state["answer"]]
+            update["answer_text"] = chosen[0].get("text", "") if chosen else state["answer"]
         return update
     verdicts = state.get("verdicts", [])
     i = best_candidate(candidates, verdicts)
     if i is not None:
         update["answer"] = candidates[i].get("answer", "")
+        update["answer_text"] = candidates[i].get("text", "")
         update["score"] = scores(verdicts).get(i)
     else:
         update["answer"] = ""

@@ -16,12 +16,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stratagem.agents import knockout
-from stratagem.errors import OutputParseError
+from stratagem.errors import BudgetExceeded, OutputParseError
 from stratagem.graphs._common import (
     accepted,
     majority_vote,
     run_context,
     scores,
+    stopped,
     stratagem_node,
 )
 from stratagem.graphs._context import RunContext
@@ -105,20 +106,33 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
     done = scores(state.get("verdicts", []))
     todo = [i for i in range(len(candidates)) if i not in done]
     judge = ctx.judge_for(judge_with)
+    # Concurrent judge calls share the judge's budget evenly, as solver branches do: one
+    # call's reservation must not take everything its siblings need.
+    left = None if ctx.budget is None else ctx.budget.remaining("judge")
+    allowance = None if left is None or not todo else max(1, left // len(todo))
+    extra = {**ctx.extra(), **({"allowance": allowance} if allowance is not None else {})}
 
     async def one(i: int) -> tuple[int, Any]:
         try:
             verdict = await judge.score(ctx.client, state["task"],
                                         candidates[i].get("text", ""), node="judge",
-                                        branch=str(i), **ctx.extra())
-        except OutputParseError as exc:
+                                        branch=str(i), **extra)
+        except (OutputParseError, BudgetExceeded) as exc:
             # An unreadable verdict leaves the candidate unscored; its tokens stay billed
-            # (waste), and the run goes on.
+            # (waste), and the run goes on. A judge call the budget cannot fit is an outcome
+            # too, so its siblings still finish and keep their verdicts.
             return i, exc
         return i, verdict
 
-    outcomes = await asyncio.gather(*(one(i) for i in todo))
-    results = [(i, v) for i, v in outcomes if not isinstance(v, OutputParseError)]
+    # return_exceptions: a failing call must not leave its siblings running, orphaned,
+    # after this node returned (their rows would land in the ledger after the run ended).
+    gathered = await asyncio.gather(*(one(i) for i in todo), return_exceptions=True)
+    for o in gathered:
+        if isinstance(o, BaseException):
+            raise o
+    outcomes = [o for o in gathered if not isinstance(o, BaseException)]
+    results = [(i, v) for i, v in outcomes
+               if not isinstance(v, OutputParseError | BudgetExceeded)]
     notes = [f"judge verdict on candidate {i} unreadable: {v}" for i, v in outcomes
              if isinstance(v, OutputParseError)]
     verdicts = [
@@ -127,7 +141,11 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
         for i, v in results
     ]
     ids = [cid for _, v in results for cid in call_ids(v)]
-    return {"verdicts": verdicts, "notes": notes, **accepted(ctx.client.ledger, ids)}
+    update = {"verdicts": verdicts, "notes": notes, **accepted(ctx.client.ledger, ids)}
+    out_of_budget = [v for _, v in outcomes if isinstance(v, BudgetExceeded)]
+    if out_of_budget:
+        update.update(stopped(out_of_budget[0]))
+    return update
 
 
 async def select(state: RunState, ctx: RunContext, how: Selection) -> dict[str, Any]:

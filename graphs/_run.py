@@ -41,6 +41,7 @@ class RunResult:
         run_id: The run's id (on every ledger row of the run).
         thread_id: The checkpoint thread, for :func:`resume`.
         answer: The final answer ("" if none was produced).
+        answer_text: The full reply it came from (what a checker reads).
         score: The final answer's judge or verifier score, if scored.
         stop_reason: Why it ended: ``done``, ``accepted by the judge``, ``budget exhausted:
             ...``, ``verifier accepted the answer``, ...
@@ -54,6 +55,7 @@ class RunResult:
     run_id: str
     thread_id: str
     answer: str
+    answer_text: str
     score: float | None
     stop_reason: str
     billed: UsageTotals
@@ -102,6 +104,7 @@ def _result(ctx: RunContext, run_id: str, thread_id: str, values: Mapping[str, A
         run_id=run_id,
         thread_id=thread_id,
         answer=str(values.get("answer", "")),
+        answer_text=str(values.get("answer_text") or values.get("answer", "")),
         score=values.get("score"),
         stop_reason=str(values.get("stop_reason") or "done"),
         billed=ledger.totals(run_id=run_id),

@@ -91,6 +91,8 @@ class RunState(TypedDict, total=False):
     """The latest critique, for the next revision."""
     answer: str
     """The final answer."""
+    answer_text: str
+    """The full reply the final answer came from (what a checker reads)."""
     score: float | None
     """The final answer's score, if it was scored."""
     stop_reason: Annotated[str, first_reason]

@@ -1,0 +1,106 @@
+"""``arith``: chains of integer operations, one step after another."""
+
+from __future__ import annotations
+
+import random
+
+from stratagem.errors import ConfigError
+from stratagem.tasks._task import (
+    ANSWER_LINE,
+    IntRange,
+    Suite,
+    Task,
+    check_count,
+    exact_check,
+    int_range,
+)
+
+__all__ = ["ArithSuite"]
+
+_VERBS = {"+": "Add {}.", "-": "Subtract {}.", "*": "Multiply by {}.", "/": "Divide by {}."}
+MAX_DEPTH = 50
+
+
+class ArithSuite(Suite):
+    """Multi-step arithmetic: "Start with 7. Add 3. Multiply by 2. Subtract 4. What is the
+    result?", with the exact integer as the answer.
+
+    Every intermediate value is an integer: division is only by a divisor of the current
+    value (and ``/`` is used only alongside another operation). Difficulty is
+    ``min(depth / 10, 1)``.
+
+    Args:
+        depth: Operations per chain, or an inclusive ``(min, max)`` range drawn from per task
+            (so difficulty varies across a generated mix). From 1 to 50.
+        max_operand: Largest operand (and start value); at least 2.
+        ops: The operations to draw from, any of ``+-*/``.
+
+    Raises:
+        ConfigError: A parameter is out of range.
+
+    Example:
+        >>> task = ArithSuite(depth=2).generate(1, seed=1)[0]
+        >>> ArithSuite().check(task, f"Answer: {task.answer}")
+        True
+    """
+
+    name = "arith"
+
+    def __init__(self, depth: IntRange = 3, max_operand: int = 9, ops: str = "+-*") -> None:
+        self.depth = int_range("depth", depth, low=1, high=MAX_DEPTH)
+        if isinstance(max_operand, bool) or not isinstance(max_operand, int) or max_operand < 2:
+            raise ConfigError(f"max_operand must be an integer of at least 2, got {max_operand!r}")
+        self.max_operand = max_operand
+        if (
+            not isinstance(ops, str) or not ops or set(ops) - set(_VERBS)
+            or len(set(ops)) != len(ops)
+        ):
+            raise ConfigError(
+                f"ops must be a non-empty string of distinct operations from '+-*/', got {ops!r}"
+            )
+        if set(ops) == {"/"}:
+            raise ConfigError("ops='/' alone cannot make integer chains; add '+', '-' or '*'")
+        self.ops = ops
+
+    def generate(self, n: int, *, seed: int = 0) -> list[Task]:
+        """``n`` chains (see :meth:`Suite.generate`)."""
+        rng = random.Random(f"arith:{seed}")
+        return [self._one(rng, f"{self.name}/{seed}/{i}") for i in range(check_count(n))]
+
+    def _one(self, rng: random.Random, task_id: str) -> Task:
+        depth = rng.randint(*self.depth)
+        value = rng.randint(1, self.max_operand)
+        start = value
+        steps: list[list[str | int]] = []
+        for _ in range(depth):
+            op = rng.choice(self.ops)
+            divisors = [d for d in range(2, self.max_operand + 1) if value and value % d == 0]
+            if op == "/" and not divisors:
+                op = rng.choice([o for o in self.ops if o != "/"])
+            if op == "+":
+                operand = rng.randint(1, self.max_operand)
+                value += operand
+            elif op == "-":
+                operand = rng.randint(1, self.max_operand)
+                value -= operand
+            elif op == "*":
+                operand = rng.randint(2, self.max_operand)
+                value *= operand
+            else:
+                operand = rng.choice(divisors)
+                value //= operand
+            steps.append([op, operand])
+        text = " ".join(_VERBS[str(op)].format(operand) for op, operand in steps)
+        question = (
+            f"Start with {start}. {text} What is the result?\n\n"
+            f"Work through the steps in order. {ANSWER_LINE}"
+        )
+        return Task(
+            id=task_id, suite=self.name, question=question, answer=str(value),
+            difficulty=min(depth / 10, 1.0),
+            metadata={"depth": depth, "start": start, "steps": steps},
+        )
+
+    def check(self, task: Task, response: str) -> bool:
+        """The extracted answer equals the result exactly (``42.0`` counts as ``42``)."""
+        return exact_check(task, response)

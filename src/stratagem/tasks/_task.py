@@ -1,0 +1,141 @@
+"""What every suite shares: the :class:`Task` record and the :class:`Suite` interface."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stratagem.agents import extract_answer
+from stratagem.errors import ConfigError
+from stratagem.tasks._answers import answers_match
+
+__all__ = ["ANSWER_LINE", "IntRange", "Suite", "Task", "check_count", "int_range"]
+
+ANSWER_LINE = "End your reply with a line of the form `Answer: <answer>`."
+"""The instruction closing every question whose answer is read by ``extract_answer``."""
+
+IntRange = int | tuple[int, int]
+"""A fixed value, or an inclusive ``(min, max)`` range drawn from uniformly per task."""
+
+
+class Task(BaseModel):
+    """One problem of a suite, with what its checker needs.
+
+    Example:
+        >>> Task(id="t1", suite="demo", question="What is 2+2?", answer="4").answer
+        '4'
+    """
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, extra="forbid")
+
+    id: str
+    """Unique within its suite (``arith/0/3``, ``HumanEval/12``, ...)."""
+    suite: str
+    """The name of the suite that made it."""
+    question: str
+    """The full prompt given to the solver, including how to format the answer."""
+    answer: str | None = None
+    """The gold answer when there is one (for ``words``, one of many; for ``humaneval``, the
+    canonical function)."""
+    difficulty: float | None = Field(default=None, ge=0.0, le=1.0)
+    """A difficulty label in [0, 1] (higher is harder), or ``None`` when unknown."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """JSON-able details the checker and reports use (graph, entry point, checker spec, ...)."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _json_able(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata must be JSON-able: {exc}") from exc
+        return value
+
+
+class Suite(ABC):
+    """A family of tasks with an exact checker.
+
+    Subclasses set :attr:`name` and implement :meth:`generate` and :meth:`check`.
+    """
+
+    name: str
+    """The suite's name, put on its tasks (for a built-in suite, its key in
+    :data:`~stratagem.tasks.SUITES`)."""
+
+    @abstractmethod
+    def generate(self, n: int, *, seed: int = 0) -> list[Task]:
+        """``n`` tasks; the same seed always gives the same tasks.
+
+        Args:
+            n: How many tasks.
+            seed: Seeds every random choice.
+
+        Raises:
+            ConfigError: ``n`` is negative, or more than a fixed suite holds.
+        """
+
+    @abstractmethod
+    def check(self, task: Task, response: str) -> bool:
+        """Whether ``response`` (the model's full reply) solves ``task``. Never raises."""
+
+    def verifier(self, task: Task) -> Callable[[str], bool]:
+        """``task``'s checker as a function of the response (a "perfect verifier")."""
+
+        def verify(response: str) -> bool:
+            return self.check(task, response)
+
+        return verify
+
+    def averifier(self, task: Task) -> Callable[[str], Awaitable[bool]]:
+        """Like :meth:`verifier`, but awaitable: the check runs in a worker thread, so a slow
+        one (``humaneval`` runs a subprocess) does not block the event loop."""
+
+        async def verify(response: str) -> bool:
+            return await asyncio.to_thread(self.check, task, response)
+
+        return verify
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def exact_check(task: Task, response: str) -> bool:
+    """The extracted answer of ``response`` matches ``task.answer`` (see ``answers_match``)."""
+    if task.answer is None:
+        return False
+    return answers_match(extract_answer(response), task.answer)
+
+
+def check_count(n: object, *, available: int | None = None) -> int:
+    """``n`` validated as a task count (at most ``available`` when the suite is fixed)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+    if available is not None and n > available:
+        raise ConfigError(f"n={n} but the suite holds only {available} tasks; ask for fewer")
+    return n
+
+
+def int_range(name: str, value: object, *, low: int, high: int) -> tuple[int, int]:
+    """A parameter given as an int or an inclusive ``(min, max)`` pair, checked to lie in
+    ``[low, high]``; raises :class:`ConfigError` naming ``name`` otherwise."""
+    hint = f"give an integer in [{low}, {high}] or a (min, max) pair within it"
+    if isinstance(value, list):
+        value = tuple(value)  # from a JSON or YAML config
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif (
+        isinstance(value, tuple) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        pair = (value[0], value[1])
+    else:
+        raise ConfigError(f"{name}: expected an integer or a (min, max) pair, got {value!r}; "
+                          f"{hint}")
+    if not low <= pair[0] <= pair[1] <= high:
+        raise ConfigError(f"{name}={value!r} is out of range; {hint}")
+    return pair

@@ -21,8 +21,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stratagem.budgets import Budget, Transfer, apportion
-from stratagem.errors import ConfigError, OutputParseError
-from stratagem.graphs._common import accepted, finalize_node, run_context, stratagem_node
+from stratagem.errors import BudgetExceeded, ConfigError, OutputParseError
+from stratagem.graphs._common import (
+    accepted,
+    finalize_node,
+    run_context,
+    skip_role,
+    stratagem_node,
+)
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._decompose import add_decomposition
 from stratagem.graphs._fanout import fan_out, sample, select_node
@@ -100,10 +106,11 @@ def adaptive(
                 budget_tokens=None if budget is None else budget.remaining(), node="plan",
                 **ctx.extra(),
             )
-        except OutputParseError as exc:
+        except (OutputParseError, BudgetExceeded) as exc:
+            why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
             return {"plan": {"mode": "direct", "samples": 1, "rounds": 1, "difficulty": 0.5,
                              "budget_split": {}, "rationale": ""},
-                    "notes": [f"planner output unusable, solving directly: {exc}"]}
+                    **skip_role(ctx, "planner", f"{why}: {exc}", node="plan")}
         chosen = decided.model_dump()
         chosen["samples"] = min(chosen["samples"], max_samples)
         chosen["rounds"] = min(chosen["rounds"], max_rounds)

@@ -74,6 +74,22 @@ def accepted(ledger: TokenLedger, call_ids: Iterable[str]) -> dict[str, Any]:
     return {"accepted_calls": ids, "accepted_tokens": tokens}
 
 
+def skip_role(ctx: RunContext, role: str, why: str, *, node: str,
+              to_role: str = "solver") -> dict[str, Any]:
+    """A state update for an optional role (planner, decomposer) that could not do its job:
+    a note, and its unspent budget moved to ``to_role`` (a recorded transfer) so the run can
+    go on without it."""
+    update: dict[str, Any] = {"notes": [f"{role} skipped ({why}); going on without it"]}
+    budget = ctx.budget
+    if budget is None or budget.limit(to_role) is None:
+        return update
+    unspent = budget.unspent(role) or 0
+    if unspent > 0:
+        t = budget.transfer(role, to_role, unspent, f"{role} skipped: {why[:200]}", node=node)
+        update["budget_moves"] = {role: -t.tokens, to_role: t.tokens}
+    return update
+
+
 def stopped(exc: BudgetExceeded) -> dict[str, Any]:
     """A state update ending the run gracefully because the budget ran out."""
     return {"stop_reason": f"budget exhausted: {exc}"}

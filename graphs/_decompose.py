@@ -11,8 +11,14 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from stratagem.errors import ConfigError, OutputParseError
-from stratagem.graphs._common import accepted, finalize_node, run_context, stratagem_node
+from stratagem.errors import BudgetExceeded, ConfigError, OutputParseError
+from stratagem.graphs._common import (
+    accepted,
+    finalize_node,
+    run_context,
+    skip_role,
+    stratagem_node,
+)
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._simple import Builder, Compiled, _compile, add_node, call_ids
 from stratagem.graphs._state import BranchInput, RunState
@@ -26,9 +32,10 @@ async def decompose(state: RunState, ctx: RunContext) -> dict[str, Any]:
     try:
         parts = await ctx.decomposer.decompose(ctx.client, state["task"], node="decompose",
                                                **ctx.extra())
-    except OutputParseError as exc:
+    except (OutputParseError, BudgetExceeded) as exc:
+        why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
         return {"subtasks": [{"id": "1", "description": state["task"], "depends_on": []}],
-                "notes": [f"decomposition unusable, solving as one subtask: {exc}"]}
+                **skip_role(ctx, "decomposer", f"{why}: {exc}", node="decompose")}
     subtasks = [s.model_dump() for s in parts.order()]
     return {"subtasks": subtasks, **accepted(ctx.client.ledger, call_ids(parts))}
 

@@ -8,11 +8,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from stratagem.errors import OutputParseError
+from stratagem.errors import BudgetExceeded, OutputParseError
 from stratagem.graphs._common import (
     accepted,
     finalize_node,
     route_unless_stopped,
+    skip_role,
     stratagem_node,
 )
 from stratagem.graphs._context import RunContext
@@ -54,9 +55,10 @@ async def plan(state: RunState, ctx: RunContext) -> dict[str, Any]:
             budget_tokens=None if budget is None else budget.remaining(), node="plan",
             **ctx.extra(),
         )
-    except OutputParseError as exc:
+    except (OutputParseError, BudgetExceeded) as exc:
+        why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
         return {"plan": {"mode": "direct", "rationale": ""},
-                "notes": [f"planner output unusable, solving directly: {exc}"]}
+                **skip_role(ctx, "planner", f"{why}: {exc}", node="plan")}
     return {"plan": decided.model_dump(), **accepted(ctx.client.ledger, call_ids(decided))}
 
 

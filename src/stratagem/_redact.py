@@ -27,7 +27,11 @@ _PATTERNS = [
     re.compile(r"(?i)(api[_-]?key|access[_-]?token|secret|password)(\s*[=:]\s*)[^\s,;&\"']{4,}"),
 ]
 
-_SECRET_KEY = re.compile(r"(?i)(api[_-]?key|authorization|token|secret|password|credential)")
+# "token" alone or as a suffix (access_token, session-token) is a secret; token *counts*
+# (prompt_tokens, tokens_total, max_tokens) are not.
+_SECRET_KEY = re.compile(
+    r"(?i)(api[_-]?key|authorization|secret|passw(or)?d|credential|(^|[_-])token$)"
+)
 
 # Environment variables whose values are secrets wherever they appear.
 _SECRET_ENV = ("OPENAI_API_KEY", "STRATAGEM_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -65,10 +69,6 @@ def redact(text: str) -> str:
 
 def is_secret_key(key: str) -> bool:
     """Whether a field named ``key`` holds a secret (``api_key``, ``Authorization``, ...)."""
-    # Token *counts* are not secrets: prompt_tokens, max_tokens, ...
-    lowered = key.lower()
-    if lowered.endswith("tokens") or lowered.endswith("_token_count"):
-        return False
     return bool(_SECRET_KEY.search(key))
 
 

@@ -443,14 +443,18 @@ def test_adaptive_unparseable_plan_falls_back_to_direct() -> None:
     result = run(adaptive(), TASK, context=ctx)
     assert (result.answer, result.stop_reason) == ("42", "done")
     assert result.state["plan"]["mode"] == "direct"
-    assert any(n.startswith("planner output unusable, solving directly") for n in result.notes)
+    assert any(n.startswith("planner skipped (output unusable") for n in result.notes)
     entries = check_accounting(ctx, result)
     assert shape(entries) == [("planner", "plan"), ("planner", "plan"), ("solver", "solve")]
     assert entries[1].labels.get("repair") == "1"
     # Both planner replies were billed and neither was used.
     assert "planner" not in result.accepted_tokens
     assert result.waste_tokens == result.by_role["planner"].total_tokens > 0
-    assert result.transfers == []
+    # The planner's unspent budget goes to the solver, recorded with the reason.
+    (moved,) = result.transfers
+    assert (moved.from_role, moved.to_role) == ("planner", "solver")
+    assert moved.tokens == 2_000 - result.by_role["planner"].total_tokens
+    assert moved.reason.startswith("planner skipped: output unusable")
 
 
 

@@ -16,6 +16,11 @@ PACKAGES = [
     "stratagem.logging",
     "stratagem.testing",
     "stratagem.cli",
+    "stratagem.ablation",
+    "stratagem.attribution",
+    "stratagem.report",
+    "stratagem.simulate",
+    "stratagem.tasks",
 ]
 
 

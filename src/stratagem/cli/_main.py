@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from stratagem import __version__
+from stratagem.cli._ablate import ablate_command
+from stratagem.cli._audit import audit_command
+from stratagem.cli._common import state
+from stratagem.cli._report import report_command
+from stratagem.cli._run import run_command
+from stratagem.cli._serve import serve_command
+from stratagem.cli._tasks import tasks_command
 from stratagem.errors import ConfigError, RunError
+from stratagem.logging import configure_logging
 
 app = typer.Typer(
     name="stratagem",
@@ -34,20 +41,28 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Log output: json or console.")
+    ] = "console",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every model call (llm.call events).")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress.")
+    ] = False,
 ) -> None:
     """stratagem: plan, decompose, solve and judge with one token ledger."""
+    state.quiet = quiet
+    level = "info" if verbose else ("error" if quiet else "warning")
+    configure_logging(fmt=log_format, level=level)  # type: ignore[arg-type]
 
 
-@app.command()
-def ablate(
-    config: Annotated[Path, typer.Argument(help="Ablation grid (TOML).")],
-) -> None:
-    """Run an ablation grid of topologies x budgets x seeds x task suites."""
-    raise RunError(
-        "`stratagem ablate` is not yet available in this version: the ablation runner "
-        "lands with the task-suites issue. The ledger and budgets are usable from Python "
-        "(see the README)."
-    )
+app.command("run")(run_command)
+app.command("ablate")(ablate_command)
+app.command("audit")(audit_command)
+app.command("report")(report_command)
+app.command("tasks")(tasks_command)
+app.command("serve-local")(serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,12 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except RunError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"run failed: {exc}", err=True)
         sys.exit(EXIT_RUN_FAILURE)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
+        typer.echo("interrupted", err=True)
         sys.exit(130)
     except typer.TyperException as exc:
         # Usage errors (unknown command, missing argument) from typer's bundled click.
@@ -73,3 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             typer.echo(f"error: {exc}", err=True)
         sys.exit(int(getattr(exc, "exit_code", EXIT_USER_ERROR)))
+    except OSError as exc:
+        # A path the user gave that cannot be read or written.
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,243 @@
+"""The ablation config: a TOML file validated by pydantic; errors name the field path."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stratagem.errors import ConfigError
+
+__all__ = [
+    "AblationConfig",
+    "EndpointConfig",
+    "GridConfig",
+    "RunSettings",
+    "SimulationConfig",
+    "SuiteConfig",
+    "TopologyConfig",
+    "load_config",
+    "parse_config",
+]
+
+BackendName = Literal["local", "openai", "vllm", "ollama", "llamacpp", "lmstudio", "generic",
+                      "simulated"]
+PolicyName = Literal["uniform", "difficulty_adaptive"]
+TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
+                  "adaptive")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointConfig(_Strict):
+    """Where a role's calls go. Secrets come from the environment, never from the file."""
+
+    backend: BackendName = "local"
+    """``local`` (the embedded SmolLM2 server), ``simulated``, or an OpenAI-compatible kind."""
+    base_url: str | None = None
+    """The endpoint URL (``STRATAGEM_BASE_URL``/``OPENAI_BASE_URL`` if unset)."""
+    model: str | None = None
+    """The model name (``STRATAGEM_MODEL`` if unset; required for remote endpoints)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key."""
+    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    """Requests in flight to this endpoint (default per backend kind)."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Read timeout of one attempt."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def api_key(self) -> str | None:
+        """The key from the environment (never stored)."""
+        return os.environ.get(self.api_key_env) or os.environ.get("STRATAGEM_API_KEY")
+
+
+class TopologyConfig(_Strict):
+    """One topology of the grid, with its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Literal["single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
+                  "adaptive"]
+    """The builder in ``stratagem.graphs``."""
+    label: str | None = None
+    """How it appears in results (default: the name and its parameters)."""
+
+    def params(self) -> dict[str, Any]:
+        """The builder's keyword arguments."""
+        return dict(self.model_extra or {})
+
+    def display(self) -> str:
+        """The label used in results."""
+        if self.label:
+            return self.label
+        params = self.params()
+        if not params:
+            return self.name
+        return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
+
+
+class SuiteConfig(_Strict):
+    """A task suite and how many tasks to draw from it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    """``arith``, ``connectivity``, ``words``, ``humaneval`` or ``jsonl``."""
+    n: int = Field(default=10, ge=1, le=100_000)
+    """Tasks to draw."""
+    seed: int = 0
+    """Seed of the draw."""
+
+    def params(self) -> dict[str, Any]:
+        """The suite's parameters (e.g. ``depth``, ``length``, ``path``)."""
+        return dict(self.model_extra or {})
+
+
+def _uniform_only() -> list[PolicyName]:
+    return ["uniform"]
+
+
+class GridConfig(_Strict):
+    """The ablation grid: topologies x budgets x allocation policies x seeds."""
+
+    topologies: list[TopologyConfig] = Field(min_length=1)
+    """Topologies to compare (names, or tables with parameters)."""
+    budgets: list[int] = Field(min_length=1)
+    """Target tokens per task: each is a matched-compute cell."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """Seeds: each runs every task again."""
+    policies: list[PolicyName] = Field(default_factory=_uniform_only, min_length=1)
+    """How a cell's tokens are split between its tasks."""
+
+    @field_validator("topologies", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("budgets")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        for i, b in enumerate(value):
+            if b < 1:
+                raise ValueError(f"budgets[{i}] is {b}: a budget is a positive number of tokens")
+        return value
+
+
+class RunSettings(_Strict):
+    """How each run is carried out."""
+
+    concurrency: int = Field(default=4, ge=1, le=4096)
+    """Runs in flight at once."""
+    temperature: float = Field(default=0.8, ge=0, le=2)
+    """Sampling temperature of parallel samples."""
+    judge_with: Literal["llm", "verifier"] = "llm"
+    """Judge by the model, or by the task's exact checker (the 'perfect verifier' ablation)."""
+    reallocation: Literal["none", "judge_feedback"] = "none"
+    """Move budget between roles on the judge's signal."""
+    feedback_threshold: float = Field(default=0.5, ge=0, le=1)
+    """Judge confidence below which judge_feedback moves budget."""
+    max_output: int = Field(default=256, ge=1)
+    """Output cap per solver call (budgets clamp it further)."""
+    split: dict[str, float] | None = None
+    """Role shares of each run's budget (default per topology)."""
+    durable: bool = True
+    """Checkpoint every run so a crash or Ctrl-C resumes without repeating finished work."""
+
+
+class SimulationConfig(_Strict):
+    """Effects planted in the simulated backend (see ``stratagem.simulate.SimEffects``)."""
+
+    skill: float = 0.0
+    difficulty_weight: float = 3.0
+    token_weight: float = 0.4
+    plan_bonus: float = 0.3
+    decompose_bonus: float = 0.5
+    feedback_bonus: float = 0.4
+    judge_accuracy: float = Field(default=0.85, ge=0, le=1)
+    answer_tokens: int = Field(default=96, ge=1)
+    judge_tokens: int = Field(default=48, ge=1)
+
+
+class AblationConfig(_Strict):
+    """A whole ablation: what to run, where, and where to write it."""
+
+    name: str = "ablation"
+    """A name for the report."""
+    output: Path = Path("stratagem-out")
+    """Output folder (results, ledger, checkpoints, report)."""
+    endpoint: EndpointConfig = EndpointConfig()
+    """The default endpoint of every role."""
+    roles: dict[str, EndpointConfig] = Field(default_factory=dict)
+    """Per-role endpoint overrides (e.g. a stronger judge)."""
+    grid: GridConfig
+    """The grid."""
+    suites: list[SuiteConfig] = Field(min_length=1)
+    """Task suites."""
+    run: RunSettings = RunSettings()
+    """Run settings."""
+    simulation: SimulationConfig = SimulationConfig()
+    """Planted effects, when the backend is ``simulated``."""
+    pricing: Path | None = None
+    """A TOML price file, on top of the built-in prices."""
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, EndpointConfig]) -> dict[str, EndpointConfig]:
+        for role in value:
+            if role not in ("planner", "decomposer", "solver", "judge"):
+                raise ValueError(f"unknown role {role!r}: use planner, decomposer, solver, judge")
+        return value
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_config(path: str | Path, *, base_dir: Path | None = None) -> AblationConfig:
+    """Read and validate an ablation config.
+
+    Relative paths in it (``output``, ``pricing``, JSONL suites) are resolved against the
+    current directory, as a user typing them would expect.
+
+    Raises:
+        ConfigError: For a missing file, invalid TOML, or an invalid field (the message names
+            the field path, e.g. ``grid.budgets[1]``, and what is wrong).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass the path of a TOML file "
+                          "(see examples/quickstart.toml)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text file: {exc}") from exc
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config") -> AblationConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    try:
+        return AblationConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_where(tuple(first['loc']))}: {msg}{more}") from exc

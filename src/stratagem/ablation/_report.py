@@ -1,0 +1,90 @@
+"""From an ablation's output folder to its report: attribution, plots, one HTML page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stratagem.ablation._results import ResultsStore
+from stratagem.attribution import (
+    Attribution,
+    attribute,
+    compare_topologies,
+    marginal_returns,
+    waste_by_topology,
+)
+from stratagem.budgets import LedgerStore, TokenLedger
+from stratagem.errors import ConfigError, StratagemError
+from stratagem.report import build_report
+
+__all__ = ["AblationReport", "report_ablation"]
+
+
+@dataclass
+class AblationReport:
+    """The analysis of an ablation and where its report was written.
+
+    Attributes:
+        html: The self-contained HTML report.
+        plots: The PNG plots by name.
+        attribution: Variance shares (``None`` when the data cannot support them).
+        notes: Why something is missing, in words.
+    """
+
+    html: Path
+    plots: dict[str, Path]
+    attribution: Attribution | None
+    comparisons: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    results: Any = None
+    audit: dict[Any, Any] = field(default_factory=dict)
+
+
+def report_ablation(out_dir: str | Path, *, title: str | None = None,
+                    n_boot: int = 1000) -> AblationReport:
+    """Analyse ``out_dir`` (written by ``stratagem ablate``) and write ``report/`` in it.
+
+    Raises:
+        ConfigError: If the folder has no results.
+    """
+    out = Path(out_dir)
+    results_path, ledger_path = out / "results.sqlite", out / "ledger.sqlite"
+    if not results_path.is_file() or not ledger_path.is_file():
+        raise ConfigError(f"{out} is not an ablation output folder (no results.sqlite and "
+                          "ledger.sqlite): pass the folder `stratagem ablate` wrote")
+    with ResultsStore(results_path) as rs:
+        df = rs.frame()
+    if df.empty:
+        raise ConfigError(f"{out} has no finished runs yet: run `stratagem ablate` first")
+    with LedgerStore(ledger_path) as store:
+        ledger = TokenLedger(store)
+    notes: list[str] = []
+    attribution: Attribution | None = None
+    try:
+        attribution = attribute(df, n_boot=n_boot)
+    except (ConfigError, StratagemError, ValueError) as exc:
+        notes.append(f"no attribution: {exc}")
+    comparisons = compare_topologies(df)
+    try:
+        returns = marginal_returns(df)
+    except (ConfigError, StratagemError, ValueError) as exc:
+        returns = []
+        notes.append(f"no marginal returns: {exc}")
+    config_file = out / "config.toml"
+    audit = ledger.group_by("role")
+    paths = build_report(
+        out / "report",
+        results=df,
+        attribution=attribution,
+        comparisons=comparisons,
+        returns=returns,
+        waste=waste_by_topology(df),
+        audit=audit,
+        transfers=ledger.transfers(),
+        title=title or f"stratagem ablation: {out.name}",
+        config_text=config_file.read_text(encoding="utf-8") if config_file.is_file() else None,
+        notes=notes,
+    )
+    return AblationReport(paths.html, dict(paths.plots), attribution, list(comparisons), notes,
+                          df, audit)

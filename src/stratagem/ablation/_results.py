@@ -1,0 +1,119 @@
+"""Tidy results in SQLite (one row per run), exportable to CSV and Parquet."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stratagem._redact import redact_value
+from stratagem.ablation._records import RunRecord
+from stratagem.errors import ConfigError, LedgerError, LedgerFormatError
+
+__all__ = ["ResultsStore", "records_frame"]
+
+_KIND = "stratagem-results"
+_VERSION = 1
+
+
+def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """A DataFrame with one row per run and one column per :class:`RunRecord` field."""
+    rows = [r.model_dump() for r in records]
+    return pd.DataFrame(rows, columns=list(RunRecord.model_fields))
+
+
+class ResultsStore:
+    """Append-only SQLite table of :class:`RunRecord` rows, keyed by ``run_id``.
+
+    A run already stored is never run again: that is what makes an ablation resumable.
+
+    Raises:
+        LedgerFormatError: If the file is not a stratagem results file or is newer.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                     timeout=30.0)
+        try:
+            tables = {r[0] for r in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise LedgerFormatError(f"{self.path} is not a stratagem results file: {exc}") \
+                from exc
+        if tables and "results_meta" not in tables:
+            self._conn.close()
+            raise LedgerFormatError(f"{self.path} is an SQLite file but not stratagem results")
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(
+            "CREATE TABLE IF NOT EXISTS results_meta (key TEXT PRIMARY KEY, value TEXT);"
+            "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, cell TEXT NOT NULL,"
+            " record TEXT NOT NULL);"
+            f"INSERT OR IGNORE INTO results_meta VALUES ('kind', '{_KIND}');"
+            f"INSERT OR IGNORE INTO results_meta VALUES ('schema_version', '{_VERSION}');"
+        )
+        meta = dict(self._conn.execute("SELECT key, value FROM results_meta").fetchall())
+        if meta.get("kind") != _KIND or int(meta.get("schema_version", "0")) > _VERSION:
+            self._conn.close()
+            raise LedgerFormatError(
+                f"{self.path} was written by a newer stratagem or is not a results file: "
+                "upgrade stratagem or use a new output folder"
+            )
+
+    def add(self, record: RunRecord) -> None:
+        """Store one run's record (durably; a second record for the same run is ignored)."""
+        data = json.dumps(redact_value(record.model_dump(mode="json")))
+        with self._lock:
+            try:
+                self._conn.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?)",
+                                   (record.run_id, record.cell, data))
+            except sqlite3.Error as exc:
+                raise LedgerError(f"could not write results to {self.path}: {exc}") from exc
+
+    def done(self) -> set[str]:
+        """Run ids already recorded."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT run_id FROM runs")}
+
+    def records(self) -> list[RunRecord]:
+        """Every stored record, in the order written."""
+        with self._lock:
+            rows = self._conn.execute("SELECT record FROM runs ORDER BY rowid").fetchall()
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def frame(self) -> pd.DataFrame:
+        """Every stored record as a DataFrame."""
+        return records_frame(self.records())
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write the results as CSV."""
+        out = Path(path)
+        self.frame().to_csv(out, index=False)
+        return out
+
+    def export_parquet(self, path: str | Path) -> Path:
+        """Write the results as Parquet (needs ``pyarrow``)."""
+        out = Path(path)
+        try:
+            self.frame().to_parquet(out, index=False)
+        except ImportError as exc:
+            raise ConfigError("Parquet export needs pyarrow: pip install pyarrow") from exc
+        return out
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

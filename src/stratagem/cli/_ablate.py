@@ -1,0 +1,59 @@
+"""``stratagem ablate``: the ablation grid, with progress, resumable, audited, reported."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from stratagem.ablation import load_config, run_ablation
+from stratagem.ablation._report import report_ablation
+from stratagem.cli._common import console, state
+from stratagem.errors import ConfigError
+from stratagem.report import attribution_table, audit_table, topology_table
+
+
+def ablate_command(
+    config: Annotated[Path, typer.Argument(help="Ablation grid (TOML).")],
+    output: Annotated[
+        Path | None, typer.Option(help="Output folder (overrides the config's).")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local (ray arrives with its extra).")] = "local",
+    report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
+) -> None:
+    """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C."""
+    if executor != "local":
+        raise ConfigError(f"unknown executor {executor!r}: use --executor local")
+    cfg = load_config(config)
+    if output is not None:
+        cfg = cfg.model_copy(update={"output": output})
+    text = config.read_text(encoding="utf-8")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, disable=state.quiet) as bar:
+        task = bar.add_task(cfg.name, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress))
+    if outcome.interrupted:
+        console.print(f"interrupted after {outcome.ran} run(s); rerun the same command to "
+                      f"resume. Results so far: {outcome.output}", highlight=False)
+        raise typer.Exit(130)
+    console.print(f"{outcome.ran} run(s) done, {outcome.skipped} already done before, "
+                  f"{outcome.failed} failed" + (" [SIMULATED]" if outcome.simulated else ""),
+                  highlight=False, markup=False)
+    if report:
+        rep = report_ablation(outcome.output)
+        if not state.quiet:
+            console.print(audit_table(rep.audit, by="role"))
+            console.print(topology_table(rep.results, rep.comparisons))
+            if rep.attribution is not None:
+                console.print(attribution_table(rep.attribution))
+            for note in rep.notes:
+                console.print(note, style="yellow", markup=False)
+        console.print(f"report: {rep.html}", highlight=False, markup=False)
+    console.print(f"output folder: {outcome.output}", highlight=False, markup=False)

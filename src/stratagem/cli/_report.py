@@ -1,0 +1,27 @@
+"""``stratagem report``: attribution, plots and the HTML report of an ablation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stratagem.ablation._report import report_ablation
+from stratagem.cli._common import console, state
+from stratagem.report import attribution_table, topology_table
+
+
+def report_command(
+    folder: Annotated[Path, typer.Argument(help="The output folder of `stratagem ablate`.")],
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+) -> None:
+    """Attribute success to token spend vs coordination; write plots and report.html."""
+    report = report_ablation(folder, n_boot=boot)
+    if not state.quiet:
+        console.print(topology_table(report.results, report.comparisons))
+        if report.attribution is not None:
+            console.print(attribution_table(report.attribution))
+        for note in report.notes:
+            console.print(note, style="yellow", markup=False)
+    console.print(f"report: {report.html}", highlight=False, markup=False)

@@ -1,0 +1,90 @@
+"""``stratagem run``: one task through one topology."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stratagem.ablation._backends import build_backend
+from stratagem.ablation._config import EndpointConfig
+from stratagem.agents import ModelClient
+from stratagem.budgets import (
+    Budget,
+    JudgeFeedback,
+    LedgerStore,
+    Pricing,
+    TokenLedger,
+    apportion,
+)
+from stratagem.cli._common import console, parse_params, state
+from stratagem.errors import ConfigError
+from stratagem.graphs import DEFAULT_SPLITS, TOPOLOGIES, RunContext, run
+from stratagem.report import audit_table, transfers_table
+from stratagem.tasks import Task
+
+
+def run_command(
+    task: Annotated[str, typer.Argument(help="The task text.")],
+    topology: Annotated[str, typer.Option("--topology", "-t", help="Topology name.")] = "single",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Topology parameter KEY=VALUE.")
+    ] = None,
+    budget: Annotated[int, typer.Option(help="Token budget of the run.")] = 4000,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Role share ROLE=FRACTION (default per topology).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="local, simulated, openai, vllm, ollama, llamacpp, generic.")
+    ] = "local",
+    model: Annotated[str | None, typer.Option(help="Model name (remote backends).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Endpoint URL.")] = None,
+    reallocation: Annotated[
+        str, typer.Option(help="none or judge_feedback.")
+    ] = "none",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    ledger: Annotated[
+        Path | None, typer.Option(help="Append the calls to this ledger file.")
+    ] = None,
+) -> None:
+    """Run one task through one topology; print the answer, spend per role and transfers."""
+    if topology not in TOPOLOGIES:
+        raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
+    if budget < 1:
+        raise ConfigError(f"--budget must be a positive number of tokens, got {budget}")
+    if reallocation not in ("none", "judge_feedback"):
+        raise ConfigError(f"--reallocation must be none or judge_feedback, got {reallocation!r}")
+    try:
+        endpoint = EndpointConfig(backend=backend, model=model, base_url=base_url)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"bad endpoint option: {exc.errors()[0]['msg']}") from exc  # type: ignore[attr-defined]
+    params = parse_params(param)
+    try:
+        graph = TOPOLOGIES[topology](**params)
+    except TypeError as exc:
+        raise ConfigError(f"topology {topology}: bad --param: {exc}") from exc
+    shares = {k: float(v) for k, v in parse_params(split, what="--split").items()} \
+        or dict(DEFAULT_SPLITS[topology])
+    roles = sorted(shares)
+    caps = dict(zip(roles, apportion([shares[r] for r in roles], budget), strict=True))
+    store = LedgerStore(ledger) if ledger else LedgerStore()
+    with store:
+        book = TokenLedger(store)
+        sim_task = Task(id="cli", suite="cli", question=task, answer="")
+        client = ModelClient(build_backend(endpoint, [sim_task]), ledger=book,
+                             pricing=Pricing.default())
+        ctx = RunContext(client=client, budget=Budget(total=budget, roles=caps), seed=seed,
+                         policy=JudgeFeedback() if reallocation == "judge_feedback" else None,
+                         labels={"topology": topology})
+        result = run(graph, task, context=ctx)
+        console.print(f"[bold]answer:[/] {result.answer or '(none)'}", highlight=False)
+        console.print(f"stop reason: {result.stop_reason}", highlight=False, markup=False)
+        if not state.quiet:
+            console.print(audit_table(book.group_by("role", run_id=result.run_id), by="role"))
+            if result.transfers:
+                console.print(transfers_table(result.transfers))
+            console.print(f"billed {result.billed.total_tokens} tokens, accepted "
+                          f"{sum(result.accepted_tokens.values())}, waste {result.waste_tokens}; "
+                          f"run id {result.run_id}", highlight=False)
+

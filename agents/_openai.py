@@ -206,8 +206,10 @@ class OpenAIBackend:
         except openai.APITimeoutError as exc:
             raise TransientModelError(f"{self.endpoint}: request timed out") from exc
         except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
             raise TransientModelError(
-                f"{self.endpoint}: connection failed: {redact(str(exc.__cause__ or exc))}"
+                f"{self.endpoint}: connection failed: {type(cause).__name__}: "
+                f"{redact(str(cause))}"
             ) from exc
         except (openai.APIResponseValidationError, ValueError) as exc:
             raise TransientModelError(

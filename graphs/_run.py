@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -220,19 +220,26 @@ async def _invoke(
                     f"run {run_id} failed: {type(exc).__name__}: {exc}"
                     + (f" (resume it with thread id {thread_id!r})" if saver else "")
                 ) from exc
-            finally:
-                await ctx.client.aclose()
     result = _result(ctx, run_id, thread_id, values)
     _log.info("run.end", run_id=run_id, stop_reason=result.stop_reason,
               billed_tokens=result.billed.total_tokens, waste_tokens=result.waste_tokens)
     return result
 
 
+async def _closing(ctx: RunContext, work: Awaitable[RunResult]) -> RunResult:
+    try:
+        return await work
+    finally:
+        await ctx.client.aclose()
+
+
 def run(graph: Pregel[Any, Any, Any, Any], task: str, **kwargs: Any) -> RunResult:
-    """Blocking :func:`arun`."""
-    return asyncio.run(arun(graph, task, **kwargs))
+    """Blocking :func:`arun`, in an event loop of its own (its connections are closed at the
+    end). In async code, or to share one client between concurrent runs, use :func:`arun`:
+    it never closes the client, whose owner does that (``await client.aclose()``)."""
+    return asyncio.run(_closing(kwargs["context"], arun(graph, task, **kwargs)))
 
 
 def resume(graph: Pregel[Any, Any, Any, Any], thread_id: str, **kwargs: Any) -> RunResult:
-    """Blocking :func:`aresume`."""
-    return asyncio.run(aresume(graph, thread_id, **kwargs))
+    """Blocking :func:`aresume` (see :func:`run`)."""
+    return asyncio.run(_closing(kwargs["context"], aresume(graph, thread_id, **kwargs)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import string
+from typing import Literal
 from functools import cache
 from importlib.resources import files
 
@@ -59,6 +60,15 @@ def _difficulty(count: int) -> float:
     return round(1.0 - math.log1p(count) / math.log1p(_most_common()), 4)
 
 
+@cache
+def _words_by_letter() -> dict[str, int]:
+    """Common words (of 2 to 12 letters) per first letter."""
+    counts: dict[str, int] = {}
+    for (letter, _length), words in _common_counts().items():
+        counts[letter] = counts.get(letter, 0) + len(words)
+    return counts
+
+
 class WordsSuite(Suite):
     """Word constraints: "Write one English word that starts with the letter 'b' and has
     exactly 4 letters."
@@ -73,7 +83,8 @@ class WordsSuite(Suite):
 
     Args:
         length: The word length, or an inclusive ``(min, max)`` range drawn from per task;
-            from 2 to 12.
+            from 2 to 12. ``"any"`` drops the length constraint ("a word that starts with
+            'b'"): the easiest form, one the embedded 135M model sometimes gets right.
 
     Raises:
         ConfigError: ``length`` is out of range.
@@ -86,15 +97,33 @@ class WordsSuite(Suite):
 
     name = "words"
 
-    def __init__(self, length: IntRange = (3, 6)) -> None:
-        self.length = int_range("length", length, low=MIN_LENGTH, high=MAX_LENGTH)
+    def __init__(self, length: IntRange | Literal["any"] = (3, 6)) -> None:
+        self.any_length = length == "any"
+        self.length = (MIN_LENGTH, MAX_LENGTH) if self.any_length else int_range(
+            "length", length, low=MIN_LENGTH, high=MAX_LENGTH)  # type: ignore[arg-type]
 
     def generate(self, n: int, *, seed: int = 0) -> list[Task]:
         """``n`` constraints (see :meth:`Suite.generate`)."""
         rng = random.Random(f"words:{seed}")
         table = _common_counts()
         tasks = []
+        by_letter = _words_by_letter()
+        most = max(by_letter.values())
         for i in range(check_count(n)):
+            if self.any_length:
+                letter = rng.choice(sorted(by_letter))
+                words = [w for w in english_words() if w.startswith(letter)
+                         and MIN_LENGTH <= len(w) <= MAX_LENGTH]
+                tasks.append(Task(
+                    id=f"{self.name}/{seed}/{i}", suite=self.name,
+                    question=f"Write one English word that starts with the letter '{letter}'. "
+                             f"{ANSWER_LINE}",
+                    answer=words[0],
+                    difficulty=round(1 - math.log1p(by_letter[letter]) / math.log1p(most), 4),
+                    metadata={"letter": letter, "length": None,
+                              "common_words": by_letter[letter]},
+                ))
+                continue
             length = rng.randint(*self.length)
             letters = [c for c in string.ascii_lowercase if (c, length) in table]
             letter = rng.choice(letters)
@@ -116,6 +145,6 @@ class WordsSuite(Suite):
         word = extract_answer(response).strip(_STRIP).casefold()
         letter, length = task.metadata.get("letter"), task.metadata.get("length")
         return (
-            word in english_words() and len(word) == length
+            word in english_words() and (length is None or len(word) == length)
             and isinstance(letter, str) and word.startswith(letter)
         )

@@ -107,6 +107,8 @@ class ChatRequest:
         stop: Stop sequences.
         stream: Stream the response (usage comes from the final chunk).
         extra: Further request fields passed through unchanged.
+        role: The role asking (metadata for backends such as the simulator; not sent).
+        node: The graph node asking (metadata; not sent).
     """
 
     messages: Sequence[Message]
@@ -117,6 +119,8 @@ class ChatRequest:
     stop: Sequence[str] | None = None
     stream: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    role: str = ""
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,6 +250,8 @@ class ModelClient:
             stop=stop,
             stream=stream,
             extra=dict(extra or {}),
+            role=role,
+            node=node,
         )
         ctx = _CallContext(backend, role, node, branch, task_id or current_task_id.get(),
                            {**self.labels, **(labels or {})})

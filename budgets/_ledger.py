@@ -41,13 +41,13 @@ class TokenLedger:
         """
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
-        self._ids: set[str] = set()
+        self._ids: dict[str, LedgerEntry] = {}
         self._transfers: list[Transfer] = []
         self._transfer_ids: set[str] = set()
         self._store = store
         if store is not None:
             for e in store.entries():
-                self._ids.add(e.call_id)
+                self._ids[e.call_id] = e
                 self._entries.append(e)
             for t in store.transfers():
                 self._transfer_ids.add(t.event_id)
@@ -69,7 +69,7 @@ class TokenLedger:
                 return False
             if self._store is not None:
                 self._store.append(entry)
-            self._ids.add(entry.call_id)
+            self._ids[entry.call_id] = entry
             self._entries.append(entry)
             return True
 
@@ -90,6 +90,10 @@ class TokenLedger:
 
     def __contains__(self, call_id: object) -> bool:
         return call_id in self._ids
+
+    def get(self, call_id: str) -> LedgerEntry | None:
+        """The row recorded under ``call_id``, if any."""
+        return self._ids.get(call_id)
 
     def __len__(self) -> int:
         return len(self._entries)

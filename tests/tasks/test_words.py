@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stratagem.errors import ConfigError
-from stratagem.tasks import Task, WordsSuite, english_words
+from stratagem.tasks import Task, WordsSuite, english_words, get_suite
 
 
 def _task(letter: str, length: int) -> Task:
@@ -82,3 +82,20 @@ def test_rare_letters_are_harder_than_common_ones() -> None:
 def test_bad_length_is_a_config_error(length: object) -> None:
     with pytest.raises(ConfigError, match="length"):
         WordsSuite(length=length)  # type: ignore[arg-type]
+
+
+def test_any_length_form_checks_letter_and_dictionary_only() -> None:
+    suite = get_suite("words", length="any", letters="bst")
+    tasks = suite.generate(30, seed=2)
+    assert {t.metadata["letter"] for t in tasks} <= {"b", "s", "t"}
+    assert all("exactly" not in t.question for t in tasks)
+    task = next(t for t in tasks if t.metadata["letter"] == "b")
+    assert suite.check(task, "Answer: banana") and suite.check(task, "Answer: be")
+    assert not suite.check(task, "Answer: apple")      # wrong letter
+    assert not suite.check(task, "Answer: bzzzkt")     # not a word
+    assert all(suite.check(t, f"Answer: {t.answer}") for t in tasks)
+
+
+def test_letters_must_contain_a_letter() -> None:
+    with pytest.raises(ConfigError, match="letters"):
+        get_suite("words", letters="123")

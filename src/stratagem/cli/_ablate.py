@@ -49,7 +49,7 @@ def ablate_command(
     if report:
         rep = report_ablation(outcome.output)
         if not state.quiet:
-            console.print(audit_table(rep.audit, by="role"))
+            console.print(audit_table(rep.audit, by="role", simulated=outcome.simulated))
             console.print(topology_table(rep.results, rep.comparisons))
             if rep.attribution is not None:
                 console.print(attribution_table(rep.attribution))

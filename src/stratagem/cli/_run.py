@@ -81,9 +81,11 @@ def run_command(
         console.print(f"[bold]answer:[/] {result.answer or '(none)'}", highlight=False)
         console.print(f"stop reason: {result.stop_reason}", highlight=False, markup=False)
         if not state.quiet:
-            console.print(audit_table(book.group_by("role", run_id=result.run_id), by="role"))
+            simulated = client.backend_for("solver").name == "simulated"
+            console.print(audit_table(book.group_by("role", run_id=result.run_id), by="role",
+                                      simulated=simulated))
             if result.transfers:
-                console.print(transfers_table(result.transfers))
+                console.print(transfers_table(result.transfers, simulated=simulated))
             console.print(f"billed {result.billed.total_tokens} tokens, accepted "
                           f"{sum(result.accepted_tokens.values())}, waste {result.waste_tokens}; "
                           f"run id {result.run_id}", highlight=False)

@@ -170,6 +170,8 @@ class SimulatedModel:
                rng: random.Random) -> str:
         if task is None:  # a subtask: the simulator does not track intermediate results
             return f"Working on the step.\nAnswer: step-{rng.randint(0, 999)}"
+        if not task.answer:  # a task without a gold answer: nothing to be right about
+            return f"Reasoning (simulated).\nAnswer: simulated-{rng.randint(0, 999)}"
         if rng.random() < self.p_correct(task, request, text_in):
             return f"Reasoning (simulated).\nAnswer: {task.answer}"
         return f"Reasoning (simulated).\nAnswer: {_wrong(task.answer, rng)}"

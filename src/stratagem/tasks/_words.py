@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import random
 import string
-from typing import Literal
 from functools import cache
 from importlib.resources import files
+from typing import Literal
 
 from stratagem.agents import extract_answer
+from stratagem.errors import ConfigError
 from stratagem.tasks._task import ANSWER_LINE, IntRange, Suite, Task, check_count, int_range
 
 __all__ = ["WordsSuite", "english_words"]
@@ -85,6 +86,7 @@ class WordsSuite(Suite):
         length: The word length, or an inclusive ``(min, max)`` range drawn from per task;
             from 2 to 12. ``"any"`` drops the length constraint ("a word that starts with
             'b'"): the easiest form, one the embedded 135M model sometimes gets right.
+        letters: The first letters to draw from (default: a to z).
 
     Raises:
         ConfigError: ``length`` is out of range.
@@ -97,10 +99,16 @@ class WordsSuite(Suite):
 
     name = "words"
 
-    def __init__(self, length: IntRange | Literal["any"] = (3, 6)) -> None:
+    def __init__(self, length: IntRange | Literal["any"] = (3, 6),
+                 letters: str = string.ascii_lowercase) -> None:
+        pool = sorted({c for c in str(letters).lower() if c in string.ascii_lowercase})
+        if not pool:
+            raise ConfigError(f"letters={letters!r} has no letter a-z: give e.g. "
+                              "letters = \"bcdfmst\"")
+        self.letters = "".join(pool)
         self.any_length = length == "any"
         self.length = (MIN_LENGTH, MAX_LENGTH) if self.any_length else int_range(
-            "length", length, low=MIN_LENGTH, high=MAX_LENGTH)  # type: ignore[arg-type]
+            "length", length, low=MIN_LENGTH, high=MAX_LENGTH)
 
     def generate(self, n: int, *, seed: int = 0) -> list[Task]:
         """``n`` constraints (see :meth:`Suite.generate`)."""
@@ -111,7 +119,7 @@ class WordsSuite(Suite):
         most = max(by_letter.values())
         for i in range(check_count(n)):
             if self.any_length:
-                letter = rng.choice(sorted(by_letter))
+                letter = rng.choice([c for c in sorted(by_letter) if c in self.letters])
                 words = [w for w in english_words() if w.startswith(letter)
                          and MIN_LENGTH <= len(w) <= MAX_LENGTH]
                 tasks.append(Task(
@@ -125,7 +133,10 @@ class WordsSuite(Suite):
                 ))
                 continue
             length = rng.randint(*self.length)
-            letters = [c for c in string.ascii_lowercase if (c, length) in table]
+            letters = [c for c in self.letters if (c, length) in table]
+            if not letters:
+                raise ConfigError(f"no common word of {length} letters starts with any of "
+                                  f"{self.letters!r}: widen letters or length")
             letter = rng.choice(letters)
             fitting = table[(letter, length)]
             tasks.append(Task(

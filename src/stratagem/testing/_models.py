@@ -72,27 +72,11 @@ def _respond(item: str | ScriptedReply | ChatResponse, request: ChatRequest) -> 
     return ChatResponse(text, usage, finish, None, request.model)
 
 
-class ScriptedModel:
-    """A backend that replays a script, one item per call, and fails on too many or too few.
+class _InProcessModel:
+    """What both doubles share: names for ledger rows, a per-instance endpoint, the requests
+    they received."""
 
-    Items are reply strings, :class:`ScriptedReply`, :class:`ChatResponse`, or exceptions to
-    raise (e.g. ``TransientModelError("429", retry_after=0)``). A call past the end raises
-    ``AssertionError``; :meth:`assert_done` (run automatically on leaving a ``with`` block)
-    fails if items are left over.
-
-    Example:
-        >>> from stratagem.agents import ModelClient
-        >>> with ScriptedModel(["42"]) as model:
-        ...     client = ModelClient(model)
-        ...     client.complete_sync([{"role": "user", "content": "6*7?"}], role="solver").text
-        '42'
-    """
-
-    def __init__(self, script: Iterable[ScriptItem], *, model: str = "scripted",
-                 name: str = "scripted") -> None:
-        """Create a model that will answer with ``script``, in order."""
-        self._script: deque[ScriptItem] = deque(script)
-        self._total = len(self._script)
+    def __init__(self, *, model: str, name: str) -> None:
         self._model = model
         self._name = name
         self._lock = threading.Lock()
@@ -112,12 +96,39 @@ class ScriptedModel:
     @property
     def endpoint(self) -> str:
         """A per-instance endpoint key."""
-        return f"scripted://{id(self):x}"
+        return f"{self._name}://{id(self):x}"
 
     @property
     def capabilities(self) -> BackendCapabilities:
         """Reports everything; honours ``max_tokens``."""
         return _CAPS
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class ScriptedModel(_InProcessModel):
+    """A backend that replays a script, one item per call, and fails on too many or too few.
+
+    Items are reply strings, :class:`ScriptedReply`, :class:`ChatResponse`, or exceptions to
+    raise (e.g. ``TransientModelError("429", retry_after=0)``). A call past the end raises
+    ``AssertionError``; :meth:`assert_done` (run automatically on leaving a ``with`` block)
+    fails if items are left over.
+
+    Example:
+        >>> from stratagem.agents import ModelClient
+        >>> with ScriptedModel(["42"]) as model:
+        ...     client = ModelClient(model)
+        ...     client.complete_sync([{"role": "user", "content": "6*7?"}], role="solver").text
+        '42'
+    """
+
+    def __init__(self, script: Iterable[ScriptItem], *, model: str = "scripted",
+                 name: str = "scripted") -> None:
+        """Create a model that will answer with ``script``, in order."""
+        super().__init__(model=model, name=name)
+        self._script: deque[ScriptItem] = deque(script)
+        self._total = len(self._script)
 
     @property
     def remaining(self) -> int:
@@ -138,9 +149,6 @@ class ScriptedModel:
         if isinstance(item, BaseException):
             raise item
         return _respond(item, request)
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
 
     def assert_done(self) -> None:
         """Fail if the script was not used up (too few calls)."""
@@ -170,7 +178,7 @@ Responder = Callable[
 ]
 
 
-class FunctionModel:
+class FunctionModel(_InProcessModel):
     """A backend whose replies come from a function ``(messages, request) -> reply``.
 
     The function may be sync or async and may return a string, a :class:`ScriptedReply` or a
@@ -186,32 +194,8 @@ class FunctionModel:
 
     def __init__(self, fn: Responder, *, model: str = "function", name: str = "function"):
         """Wrap ``fn``."""
+        super().__init__(model=model, name=name)
         self._fn = fn
-        self._model = model
-        self._name = name
-        self._lock = threading.Lock()
-        self.requests: list[ChatRequest] = []
-        """Every request received, in order."""
-
-    @property
-    def name(self) -> str:
-        """Backend kind for ledger rows."""
-        return self._name
-
-    @property
-    def model(self) -> str:
-        """Model name for ledger rows."""
-        return self._model
-
-    @property
-    def endpoint(self) -> str:
-        """A per-instance endpoint key."""
-        return f"function://{id(self):x}"
-
-    @property
-    def capabilities(self) -> BackendCapabilities:
-        """Reports everything; honours ``max_tokens``."""
-        return _CAPS
 
     async def send(self, request: ChatRequest) -> ChatResponse:
         """Call the function and turn its answer into a response with usage."""
@@ -221,6 +205,3 @@ class FunctionModel:
         if inspect.isawaitable(result):
             result = await result
         return _respond(result, request)
-
-    async def aclose(self) -> None:
-        """Nothing to release."""

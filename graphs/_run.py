@@ -184,7 +184,9 @@ async def aresume(
         if ctx.budget is not None:
             ledger = ctx.client.ledger
             ctx.budget.restore(ledger.entries(run_id=run_id), ledger.transfers(run_id))
-        if not snapshot.next:
+        if not snapshot.next and not snapshot.tasks:
+            # Finished. (A run interrupted between supersteps has no `next` yet but still
+            # has pending tasks: that one must run on.)
             return _result(ctx, run_id, thread_id, snapshot.values)
         _log.info("run.resume", run_id=run_id, thread_id=thread_id, next=list(snapshot.next))
         return await _invoke(graph, None, ctx, run_id=run_id, thread_id=thread_id,

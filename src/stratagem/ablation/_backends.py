@@ -36,5 +36,8 @@ def build_backend(
     if not model:
         raise ConfigError(f"a model name is required for backend {endpoint.backend!r}: "
                           'set model = "..." (or --model), e.g. "gpt-4o-mini"')
+    if endpoint.backend == "openai" and not endpoint.base_url and not endpoint.api_key():
+        raise ConfigError(f"backend 'openai' needs an API key: set {endpoint.api_key_env} "
+                          "(or STRATAGEM_API_KEY) in the environment")
     return OpenAIBackend(model, base_url=endpoint.base_url, api_key=endpoint.api_key(),
                          backend=endpoint.backend, timeout_s=endpoint.timeout_s)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from stratagem.errors import ConfigError
 
@@ -104,6 +111,12 @@ class SuiteConfig(_Strict):
         return dict(self.model_extra or {})
 
 
+def _positive_budget(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"is {value}: a budget is a positive number of tokens per task")
+    return value
+
+
 def _uniform_only() -> list[PolicyName]:
     return ["uniform"]
 
@@ -113,7 +126,7 @@ class GridConfig(_Strict):
 
     topologies: list[TopologyConfig] = Field(min_length=1)
     """Topologies to compare (names, or tables with parameters)."""
-    budgets: list[int] = Field(min_length=1)
+    budgets: list[Annotated[int, AfterValidator(_positive_budget)]] = Field(min_length=1)
     """Target tokens per task: each is a matched-compute cell."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds: each runs every task again."""
@@ -125,14 +138,6 @@ class GridConfig(_Strict):
     def _names(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
-        return value
-
-    @field_validator("budgets")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        for i, b in enumerate(value):
-            if b < 1:
-                raise ValueError(f"budgets[{i}] is {b}: a budget is a positive number of tokens")
         return value
 
 

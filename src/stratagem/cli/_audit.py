@@ -54,7 +54,9 @@ def audit_command(
     with LedgerStore(_ledger_path(path)) as store:
         ledger = TokenLedger(store)
     groups = ledger.group_by(*keys, **filters)
-    run_ids = {e.run_id for e in ledger.entries(**filters)}
+    rows = ledger.entries(**filters)
+    run_ids = {e.run_id for e in rows}
+    simulated = any(e.backend == "simulated" for e in rows)
     transfers = [t for t in ledger.transfers() if not filters or t.run_id in run_ids]
     if fmt == "json":
         payload = {
@@ -74,14 +76,14 @@ def audit_command(
         writer.writerows(rows)
         typer.echo(buf.getvalue().rstrip("\n"))
         return
-    console.print(audit_table(groups, by=", ".join(keys)))
+    console.print(audit_table(groups, by=", ".join(keys), simulated=simulated))
     results = (path / "results.sqlite") if path.is_dir() else None
     if results is not None and results.is_file():
         with ResultsStore(results) as rs:
             df = rs.frame()
         if len(df):
-            console.print(waste_table(waste_by_topology(df)))
+            console.print(waste_table(waste_by_topology(df), simulated=simulated))
     if transfers:
-        console.print(transfers_table(transfers))
+        console.print(transfers_table(transfers, simulated=simulated))
     else:
         console.print("no budget transfers recorded", style="dim")

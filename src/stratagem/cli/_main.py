@@ -68,7 +68,12 @@ app.command("serve-local")(serve_command)
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a user's mistake exits 2 with one line, a run failure exits 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            # typer returns (not raises) the code of a typer.Exit and of a KeyboardInterrupt.
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            sys.exit(code)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USER_ERROR)

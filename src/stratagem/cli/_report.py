@@ -9,6 +9,7 @@ import typer
 
 from stratagem.ablation._report import report_ablation
 from stratagem.cli._common import console, state
+from stratagem.errors import ConfigError
 from stratagem.report import attribution_table, topology_table
 
 
@@ -17,6 +18,8 @@ def report_command(
     boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
 ) -> None:
     """Attribute success to token spend vs coordination; write plots and report.html."""
+    if boot < 0:
+        raise ConfigError(f"--boot must be 0 or more resamples, got {boot}")
     report = report_ablation(folder, n_boot=boot)
     if not state.quiet:
         console.print(topology_table(report.results, report.comparisons))

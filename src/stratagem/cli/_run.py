@@ -19,7 +19,7 @@ from stratagem.budgets import (
     apportion,
 )
 from stratagem.cli._common import console, parse_params, state
-from stratagem.errors import ConfigError
+from stratagem.errors import ConfigError, RunError
 from stratagem.graphs import DEFAULT_SPLITS, TOPOLOGIES, RunContext, run
 from stratagem.report import audit_table, transfers_table
 from stratagem.tasks import Task
@@ -64,8 +64,13 @@ def run_command(
         graph = TOPOLOGIES[topology](**params)
     except TypeError as exc:
         raise ConfigError(f"topology {topology}: bad --param: {exc}") from exc
-    shares = {k: float(v) for k, v in parse_params(split, what="--split").items()} \
-        or dict(DEFAULT_SPLITS[topology])
+    shares: dict[str, float] = {}
+    for role, share in parse_params(split, what="--split").items():
+        if isinstance(share, bool) or not isinstance(share, int | float) or share < 0:
+            raise ConfigError(f"--split {role}={share!r}: a share is a non-negative number, "
+                              "e.g. --split solver=0.8")
+        shares[role] = float(share)
+    shares = shares or dict(DEFAULT_SPLITS[topology])
     roles = sorted(shares)
     caps = dict(zip(roles, apportion([shares[r] for r in roles], budget), strict=True))
     store = LedgerStore(ledger) if ledger else LedgerStore()
@@ -89,4 +94,6 @@ def run_command(
             console.print(f"billed {result.billed.total_tokens} tokens, accepted "
                           f"{sum(result.accepted_tokens.values())}, waste {result.waste_tokens}; "
                           f"run id {result.run_id}", highlight=False)
+        if not result.answer and result.stop_reason.startswith("model failed"):
+            raise RunError(result.stop_reason)
 

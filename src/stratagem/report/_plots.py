@@ -208,7 +208,7 @@ def _figure_attribution(attr: Attribution) -> Figure:
     for y, s, hi in zip(range(len(groups)), shares, above, strict=True):
         ax.text(s.estimate + hi + 0.01, y, f"{s.estimate:.0%}", va="center", fontsize=10)
     top = max([s.estimate + h for s, h in zip(shares, above, strict=True)] + [0.0])
-    ax.set_xlim(min(0.0, *(s.low for s in shares if not math.isnan(s.low))), max(0.5, top + 0.1))
+    ax.set_xlim(min([0.0, *(s.low for s in shares if not math.isnan(s.low))]), max(0.5, top + 0.1))
     ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.set_xlabel("share of explained variance in success (95% CI)", fontsize=12)
     ax.tick_params(labelsize=11)

@@ -42,6 +42,7 @@ class TokenLedger:
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
         self._ids: dict[str, LedgerEntry] = {}
+        self._by_run: dict[str, list[LedgerEntry]] = {}
         self._transfers: list[Transfer] = []
         self._transfer_ids: set[str] = set()
         self._store = store
@@ -49,6 +50,7 @@ class TokenLedger:
             for e in store.entries():
                 self._ids[e.call_id] = e
                 self._entries.append(e)
+                self._by_run.setdefault(e.run_id, []).append(e)
             for t in store.transfers():
                 self._transfer_ids.add(t.event_id)
                 self._transfers.append(t)
@@ -71,6 +73,7 @@ class TokenLedger:
                 self._store.append(entry)
             self._ids[entry.call_id] = entry
             self._entries.append(entry)
+            self._by_run.setdefault(entry.run_id, []).append(entry)
             return True
 
     def extend(self, entries: Iterable[LedgerEntry]) -> int:
@@ -104,8 +107,12 @@ class TokenLedger:
     def entries(self, **filters: Any) -> list[LedgerEntry]:
         """Rows in the order they were recorded, optionally filtered (``role="solver"``,
         ``**{"label:topology": "refine"}``)."""
+        run = filters.get("run_id", filters.get("run"))
         with self._lock:
-            snapshot = list(self._entries)
+            if isinstance(run, str):  # the common case (one run's rows): use the index
+                snapshot = list(self._by_run.get(run, ()))
+            else:
+                snapshot = list(self._entries)
         return list(filter_entries(snapshot, filters))
 
     def transfers(self, run_id: str | None = None) -> list[Transfer]:

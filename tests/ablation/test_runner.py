@@ -540,10 +540,6 @@ def test_a_bad_topology_parameter_is_a_config_error_naming_it(tmp_path: Path) ->
         run(config)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: topology parameters are checked only when the "
-                   "first run of that topology starts (ablation/_runner.py Sweep._run), so "
-                   "earlier topologies' runs execute first and the error does not name "
-                   "grid.topologies[i]")
 def test_a_bad_topology_parameter_is_rejected_before_anything_runs(tmp_path: Path) -> None:
     config = sim_config(tmp_path / "out", grid=BAD_TOPOLOGY, run={"concurrency": 1})
 

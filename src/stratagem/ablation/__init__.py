@@ -1,4 +1,4 @@
-"""Ablations on coordination at matched budgets: config, runner, tidy results."""
+"""Ablations on coordination at matched budgets: config, runner, executors, tidy results."""
 
 from __future__ import annotations
 
@@ -13,23 +13,48 @@ from stratagem.ablation._config import (
     load_config,
     parse_config,
 )
+from stratagem.ablation._executors import (
+    EXECUTORS,
+    EndpointLimiter,
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    executor_for,
+)
 from stratagem.ablation._records import ROLE_COLUMNS, RunRecord
 from stratagem.ablation._results import ResultsStore, records_frame
-from stratagem.ablation._runner import AblationOutcome, PlannedRun, plan_runs, run_ablation
+from stratagem.ablation._runner import (
+    AblationOutcome,
+    BackendWrapper,
+    PlannedRun,
+    RunOutcome,
+    Sweep,
+    plan_runs,
+    run_ablation,
+)
 
 __all__ = [
+    "EXECUTORS",
     "ROLE_COLUMNS",
     "AblationConfig",
     "AblationOutcome",
+    "BackendWrapper",
     "EndpointConfig",
+    "EndpointLimiter",
+    "Executor",
     "GridConfig",
+    "LocalExecutor",
     "PlannedRun",
+    "RayExecutor",
     "ResultsStore",
+    "RunOutcome",
     "RunRecord",
     "RunSettings",
     "SimulationConfig",
     "SuiteConfig",
+    "Sweep",
     "TopologyConfig",
+    "executor_for",
     "load_config",
     "parse_config",
     "plan_runs",

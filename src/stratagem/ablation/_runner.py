@@ -2,9 +2,13 @@
 
 Each cell's budget is per task; a policy splits the cell's batch total between its tasks
 (the same total for every policy, so cells are at matched compute). Runs go through the real
-graphs and the one model client, so every call is in the ledger. Finished runs are recorded
-in ``results.sqlite``; a rerun of the same config skips them and resumes interrupted ones
-from their checkpoints.
+graphs and one model client per process, so every call is in the ledger.
+
+:func:`run_ablation` is the *driver*: it plans the grid, hands the unfinished runs to an
+executor (:mod:`stratagem.ablation._executors`: in this process, or on a Ray cluster) and is
+the only writer of the output folder. Each finished run's ledger rows are appended first and
+its record last; a run is done once its record is in ``results.sqlite``, so a rerun of the
+same config skips it, and resumes interrupted ones (from their checkpoints, locally).
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from stratagem.ablation._backends import build_backend
-from stratagem.ablation._config import AblationConfig
+from stratagem.ablation._config import AblationConfig, EndpointConfig
+from stratagem.ablation._executors import Executor, LocalExecutor
 from stratagem.ablation._records import ROLE_COLUMNS, RunRecord
 from stratagem.ablation._results import ResultsStore
 from stratagem.agents import ChatBackend, LLMSolver, ModelClient
@@ -31,9 +36,11 @@ from stratagem.budgets import (
     Budget,
     DifficultyAdaptive,
     JudgeFeedback,
+    LedgerEntry,
     LedgerStore,
     Pricing,
     TokenLedger,
+    Transfer,
     Uniform,
     apportion,
 )
@@ -43,9 +50,21 @@ from stratagem.logging import get_logger
 from stratagem.simulate import SimEffects
 from stratagem.tasks import Suite, Task, get_suite
 
-__all__ = ["AblationOutcome", "PlannedRun", "plan_runs", "run_ablation"]
+__all__ = [
+    "AblationOutcome",
+    "BackendWrapper",
+    "PlannedRun",
+    "RunOutcome",
+    "Sweep",
+    "plan_runs",
+    "run_ablation",
+]
 
 _log = get_logger("stratagem.ablation")
+
+BackendWrapper = Callable[[ChatBackend, EndpointConfig], ChatBackend]
+"""Wraps each backend a process builds, given the endpoint config it came from (the Ray
+executor uses it to put a cluster-wide concurrency limit around ``send``)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,22 @@ class PlannedRun:
     task: Task
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """One finished run, as an executor hands it to the driver.
+
+    Attributes:
+        record: The run's tidy row; the driver stores it last, which marks the run done.
+        entries: The run's ledger rows, when they were recorded in another process's
+            in-memory ledger; empty when they are already in the driver's durable ledger.
+        transfers: The run's budget transfers, likewise.
+    """
+
+    record: RunRecord
+    entries: tuple[LedgerEntry, ...] = ()
+    transfers: tuple[Transfer, ...] = ()
+
+
 @dataclass
 class AblationOutcome:
     """What an ablation did.
@@ -77,6 +112,7 @@ class AblationOutcome:
         failed: Runs that ended with an error (recorded, ``correct=False``).
         interrupted: Whether it stopped early (Ctrl-C); rerun to finish.
         simulated: Whether the simulated backend produced the results.
+        executor: The executor that ran them (``local``, ``ray``).
     """
 
     output: Path
@@ -87,6 +123,7 @@ class AblationOutcome:
     interrupted: bool = False
     simulated: bool = False
     paths: dict[str, Path] = field(default_factory=dict)
+    executor: str = "local"
 
 
 def _run_id(*parts: object) -> str:
@@ -125,6 +162,161 @@ def plan_runs(config: AblationConfig,
                                 suite=suite.name, task=task,
                             ))
     return runs
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything needed to execute runs of one ablation, in this process or another.
+
+    Picklable by design, so an executor can ship it to worker processes: the config, the
+    suites with the tasks drawn from them, and the prices (read on the driver). It holds
+    descriptions, never live clients: each process builds its own backends from the endpoint
+    configs when it executes runs (:meth:`execute`).
+
+    Attributes:
+        config: The validated config.
+        suites: Each suite with the tasks drawn from it.
+        pricing: Prices for ``cost_usd``.
+    """
+
+    config: AblationConfig
+    suites: tuple[tuple[Suite, tuple[Task, ...]], ...]
+    pricing: Pricing
+
+    @classmethod
+    def from_config(cls, config: AblationConfig) -> Sweep:
+        """Draw the tasks and read the prices a config names.
+
+        Raises:
+            ConfigError: For an unknown suite, bad suite parameters or a bad price file.
+        """
+        for i, topo in enumerate(config.grid.topologies):
+            try:  # a bad parameter is the user's mistake: refuse it before anything runs
+                TOPOLOGIES[topo.name](**topo.params())
+            except (TypeError, ConfigError) as exc:
+                raise ConfigError(f"grid.topologies[{i}] ({topo.display()}): bad parameter: "
+                                  f"{exc}") from exc
+        suites = tuple((suite, tuple(tasks)) for suite, tasks in _suites(config))
+        pricing = Pricing.from_toml(config.pricing) if config.pricing else Pricing.default()
+        return cls(config, suites, pricing)
+
+    def plan(self) -> list[PlannedRun]:
+        """Every run of the grid (see :func:`plan_runs`)."""
+        return plan_runs(self.config, self.suites)
+
+    def endpoints(self) -> dict[str, EndpointConfig]:
+        """The endpoint configs in use: ``""`` for the default, then per-role overrides."""
+        return {"": self.config.endpoint, **self.config.roles}
+
+    def backends(
+        self, wrap: BackendWrapper | None = None
+    ) -> tuple[ChatBackend, dict[str, ChatBackend], dict[str, int]]:
+        """This process's backends: the default, one per overridden role, and the explicit
+        per-endpoint concurrency limits for :class:`~stratagem.agents.ModelClient`.
+
+        Raises:
+            ConfigError: If a remote endpoint has no model.
+        """
+        tasks = [t for _, ts in self.suites for t in ts]
+        effects = SimEffects(**self.config.simulation.model_dump())
+
+        def build(endpoint: EndpointConfig) -> ChatBackend:
+            backend = build_backend(endpoint, tasks, effects)
+            return backend if wrap is None else wrap(backend, endpoint)
+
+        default = build(self.config.endpoint)
+        roles = {r: build(e) for r, e in self.config.roles.items()}
+        pairs = [(default, self.config.endpoint),
+                 *((roles[r], self.config.roles[r]) for r in roles)]
+        limits = {b.endpoint: e.max_concurrency for b, e in pairs if e.max_concurrency}
+        return default, roles, limits
+
+    async def execute(
+        self,
+        plans: Sequence[PlannedRun],
+        *,
+        ledger: TokenLedger,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        wrap: BackendWrapper | None = None,
+        ship_rows: bool = False,
+    ) -> AsyncGenerator[RunOutcome, None]:
+        """Run ``plans`` in this process, ``config.run.concurrency`` at a time, through one
+        model client; yield each outcome as its run finishes.
+
+        Args:
+            plans: The runs to execute.
+            ledger: Where the client records every call.
+            checkpointer: Checkpoints for durable runs; a run with a checkpoint resumes.
+            wrap: Applied to every backend built here.
+            ship_rows: Put each run's ledger rows and transfers on its outcome (for a
+                ledger that is not the driver's).
+
+        Raises:
+            ConfigError: For a topology parameter its builder does not accept.
+        """
+        default, roles, limits = self.backends(wrap)
+        client = ModelClient(default, roles=roles, ledger=ledger, pricing=self.pricing,
+                             concurrency=limits)
+        by_suite = {s.name: s for s, _ in self.suites}
+        graphs: dict[str, Any] = {}
+        sem = asyncio.Semaphore(self.config.run.concurrency)
+
+        async def one(plan: PlannedRun) -> RunOutcome:
+            async with sem:
+                record = await self._run(plan, by_suite[plan.suite], client, graphs,
+                                         checkpointer)
+            if not ship_rows:
+                return RunOutcome(record)
+            return RunOutcome(record, tuple(ledger.entries(run_id=plan.run_id)),
+                              tuple(ledger.transfers(plan.run_id)))
+
+        tasks = [asyncio.create_task(one(p)) for p in plans]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                yield await finished
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.aclose()
+
+    async def _run(self, plan: PlannedRun, suite: Suite, client: ModelClient,
+                   graphs: dict[str, Any], saver: BaseCheckpointSaver[Any] | None) -> RunRecord:
+        config = self.config
+        graph = graphs.get(plan.topology)
+        if graph is None:
+            builder = TOPOLOGIES[plan.topology_name]
+            try:
+                graph = graphs[plan.topology] = builder(**plan.topology_params)
+            except TypeError as exc:
+                raise ConfigError(f"topology {plan.topology_name}: bad parameter: {exc}") \
+                    from exc
+        budget = Budget(total=plan.allocated, roles=_split(config, plan.topology_name,
+                        plan.allocated), pricing=self.pricing)
+        ctx = RunContext(
+            client=client, budget=budget,
+            solver=LLMSolver(max_output=config.run.max_output),
+            verifier=suite.verifier(plan.task),
+            policy=JudgeFeedback(threshold=config.run.feedback_threshold)
+            if config.run.reallocation == "judge_feedback" else None,
+            temperature=config.run.temperature, seed=plan.seed,
+            labels={"topology": plan.topology, "budget": str(plan.budget),
+                    "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
+                    "task": plan.task.id, "cell": plan.cell},
+        )
+        t0 = time.perf_counter()
+        result, error = None, None
+        try:
+            if saver is not None and await _has_checkpoint(graph, saver, plan.run_id):
+                result = await aresume(graph, plan.run_id, context=ctx, checkpoint=saver)
+            else:
+                result = await arun(graph, plan.task.question, context=ctx,
+                                    run_id=plan.run_id, task_id=plan.task.id, checkpoint=saver)
+        except RunError as exc:
+            error = str(exc)
+            _log.warning("ablation.run_failed", run_id=plan.run_id, error=error)
+        return _record(plan, suite, result, client.ledger, wall=time.perf_counter() - t0,
+                       backend=client.backend_for("solver"), error=error)
 
 
 def _split(config: AblationConfig, topology: str, allocated: int) -> dict[str, int]:
@@ -167,7 +359,7 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
     )
 
 
-def _role_tokens(by_role: dict[Any, Any], role: str) -> int:
+def _role_tokens(by_role: Mapping[Any, Any], role: str) -> int:
     return int(by_role[role].total_tokens) if role in by_role else 0
 
 
@@ -176,6 +368,7 @@ async def run_ablation(
     *,
     config_text: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    executor: Executor | None = None,
 ) -> AblationOutcome:
     """Run (or resume) the ablation ``config`` describes; write results, ledger, report.
 
@@ -183,97 +376,42 @@ async def run_ablation(
         config: The validated config.
         config_text: The config file's text, copied into the output folder and report.
         on_progress: Called with (finished, total) after every run.
+        executor: Where the runs execute (:class:`LocalExecutor` by default; see
+            :class:`RayExecutor`). Whatever it is, this process alone writes the output.
 
     Raises:
         ConfigError: For a config that cannot run (unknown suite, missing model, ...).
     """
+    executor = executor if executor is not None else LocalExecutor()
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     if config_text is not None:
         (out / "config.toml").write_text(config_text, encoding="utf-8")
-    suites = _suites(config)
-    all_tasks = [t for _, tasks in suites for t in tasks]
-    by_suite = {s.name: s for s, _ in suites}
-    planned = plan_runs(config, suites)
-    pricing = Pricing.from_toml(config.pricing) if config.pricing else Pricing.default()
-    effects = SimEffects(**config.simulation.model_dump())
-    backend = build_backend(config.endpoint, all_tasks, effects)
-    roles = {r: build_backend(e, all_tasks, effects) for r, e in config.roles.items()}
-    concurrency = {b.endpoint: e.max_concurrency
-                   for b, e in [(backend, config.endpoint),
-                                *((roles[r], config.roles[r]) for r in roles)]
-                   if e.max_concurrency}
-    outcome = AblationOutcome(out, len(planned), simulated=backend.name == "simulated")
+    sweep = Sweep.from_config(config)
+    planned = sweep.plan()
+    outcome = AblationOutcome(out, len(planned), executor=executor.name,
+                              simulated=config.endpoint.backend == "simulated")
     with LedgerStore(out / "ledger.sqlite") as store, ResultsStore(out / "results.sqlite") as rs:
         ledger = TokenLedger(store)
-        client = ModelClient(backend, roles=roles, ledger=ledger, pricing=pricing,
-                             concurrency=concurrency)
         done = rs.done()
         todo = [p for p in planned if p.run_id not in done]
         outcome.skipped = len(planned) - len(todo)
-        graphs: dict[str, Any] = {}
-        sem = asyncio.Semaphore(config.run.concurrency)
         finished = outcome.skipped
         if on_progress:
             on_progress(finished, len(planned))
-
-        async def one(plan: PlannedRun, saver: BaseCheckpointSaver[Any] | None) -> None:
-            nonlocal finished
-            async with sem:
-                graph = graphs.get(plan.topology)
-                if graph is None:
-                    builder = TOPOLOGIES[plan.topology_name]
-                    try:
-                        graph = graphs[plan.topology] = builder(**plan.topology_params)
-                    except TypeError as exc:
-                        raise ConfigError(f"topology {plan.topology_name}: bad parameter: {exc}") \
-                            from exc
-                suite = by_suite[plan.suite]
-                budget = Budget(total=plan.allocated, roles=_split(config,
-                                plan.topology_name, plan.allocated), pricing=pricing)
-                ctx = RunContext(
-                    client=client, budget=budget,
-                    solver=LLMSolver(max_output=config.run.max_output),
-                    verifier=suite.verifier(plan.task),
-                    policy=JudgeFeedback(threshold=config.run.feedback_threshold)
-                    if config.run.reallocation == "judge_feedback" else None,
-                    temperature=config.run.temperature, seed=plan.seed,
-                    labels={"topology": plan.topology, "budget": str(plan.budget),
-                            "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
-                            "task": plan.task.id, "cell": plan.cell},
-                )
-                t0 = time.perf_counter()
-                result, error = None, None
-                try:
-                    if saver is not None and await _has_checkpoint(graph, saver, plan.run_id):
-                        result = await aresume(graph, plan.run_id, context=ctx, checkpoint=saver)
-                    else:
-                        result = await arun(graph, plan.task.question, context=ctx,
-                                            run_id=plan.run_id, task_id=plan.task.id,
-                                            checkpoint=saver)
-                except RunError as exc:
-                    error = str(exc)
-                    outcome.failed += 1
-                    _log.warning("ablation.run_failed", run_id=plan.run_id, error=error)
-                record = _record(plan, suite, result, ledger, wall=time.perf_counter() - t0,
-                                 backend=client.backend_for("solver"), error=error)
-                rs.add(record)
-                outcome.ran += 1
-                finished += 1
-                if on_progress:
-                    on_progress(finished, len(planned))
-
+        checkpoints = out / "checkpoints.sqlite" if config.run.durable else None
         try:
-            if config.run.durable:
-                async with AsyncSqliteSaver.from_conn_string(str(out / "checkpoints.sqlite")) \
-                        as saver:
-                    await _gather(todo, saver, one)
-            else:
-                await _gather(todo, None, one)
+            async with aclosing(executor.execute(sweep, todo, ledger=ledger,
+                                                 checkpoints=checkpoints)) as results:
+                async for result in results:
+                    _write(ledger, rs, result)
+                    outcome.ran += 1
+                    outcome.failed += result.record.error is not None
+                    finished += 1
+                    if on_progress:
+                        on_progress(finished, len(planned))
         except (KeyboardInterrupt, asyncio.CancelledError):
             outcome.interrupted = True
-        finally:
-            await client.aclose()
         outcome.paths["results"] = out / "results.sqlite"
         outcome.paths["ledger"] = out / "ledger.sqlite"
         if not outcome.interrupted:
@@ -285,16 +423,14 @@ async def run_ablation(
     return outcome
 
 
-async def _gather(todo: Sequence[PlannedRun], saver: BaseCheckpointSaver[Any] | None,
-                  one: Callable[[PlannedRun, BaseCheckpointSaver[Any] | None], Any]) -> None:
-    tasks = [asyncio.create_task(one(p, saver)) for p in todo]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:
+    # Rows first, record last: a crash in between leaves the rows of a run that is not done
+    # (it reruns; those calls were billed, so the ledger keeps them), never a done run whose
+    # calls are missing. Rows the ledger already has (recorded live) are skipped by id.
+    ledger.extend(outcome.entries)
+    for transfer in outcome.transfers:
+        ledger.record_transfer(transfer)
+    results.add(outcome.record)
 
 
 async def _has_checkpoint(graph: Any, saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:

@@ -9,10 +9,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stratagem.ablation import load_config, run_ablation
+from stratagem.ablation import executor_for, load_config, run_ablation
 from stratagem.ablation._report import report_ablation
 from stratagem.cli._common import console, state
-from stratagem.errors import ConfigError
 from stratagem.report import attribution_table, audit_table, topology_table
 
 
@@ -21,12 +20,19 @@ def ablate_command(
     output: Annotated[
         Path | None, typer.Option(help="Output folder (overrides the config's).")
     ] = None,
-    executor: Annotated[str, typer.Option(help="local (ray arrives with its extra).")] = "local",
+    executor: Annotated[
+        str, typer.Option(help="Where runs execute: local (this process) or ray (a Ray cluster; "
+                               "needs the ray extra).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="With --executor ray: the cluster to join, e.g. "
+                                      "HEAD:6379 (default: a Ray instance on this machine).")
+    ] = None,
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
 ) -> None:
     """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C."""
-    if executor != "local":
-        raise ConfigError(f"unknown executor {executor!r}: use --executor local")
+    runner = executor_for(executor, address=address,
+                          log_level="error" if state.quiet else "warning")
     cfg = load_config(config)
     if output is not None:
         cfg = cfg.model_copy(update={"output": output})
@@ -38,7 +44,8 @@ def ablate_command(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress))
+        outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress,
+                                           executor=runner))
     if outcome.interrupted:
         console.print(f"interrupted after {outcome.ran} run(s); rerun the same command to "
                       f"resume. Results so far: {outcome.output}", highlight=False)

@@ -54,9 +54,9 @@ def audit_command(
     with LedgerStore(_ledger_path(path)) as store:
         ledger = TokenLedger(store)
     groups = ledger.group_by(*keys, **filters)
-    rows = ledger.entries(**filters)
-    run_ids = {e.run_id for e in rows}
-    simulated = any(e.backend == "simulated" for e in rows)
+    selected = ledger.entries(**filters)
+    run_ids = {e.run_id for e in selected}
+    simulated = any(e.backend == "simulated" for e in selected)
     transfers = [t for t in ledger.transfers() if not filters or t.run_id in run_ids]
     if fmt == "json":
         payload = {

@@ -258,9 +258,12 @@ class ModelClient:
         estimate = self._input_estimate(messages, backend.model)
         if allowance is not None:
             room = allowance - estimate
-            if room < 1:
+            # The same floor Budget.reserve applies: a call capped at a few tokens only bills
+            # its prompt.
+            floor = min(max_output, self.budget.min_output_tokens if self.budget else 1)
+            if room < floor:
                 raise BudgetExceeded(kind="tokens", role=role, limit=allowance,
-                                     requested=estimate + 1, spent=0)
+                                     requested=estimate + floor, spent=0)
             request = replace(request, max_output=min(max_output, room))
             max_output = request.max_output
         for number in range(1, self.retry.max_attempts + 1):

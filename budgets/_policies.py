@@ -38,8 +38,8 @@ def apportion(weights: Sequence[float], total: int) -> list[int]:
         raise ConfigError(f"a total budget must be >= 0, got {total}")
     if not weights:
         return []
-    if any(w < 0 or math.isnan(w) for w in weights):
-        raise ConfigError("allocation weights must be non-negative numbers")
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ConfigError("allocation weights must be finite non-negative numbers")
     s = sum(weights)
     if s == 0:
         weights, s = [1.0] * len(weights), float(len(weights))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -66,7 +67,8 @@ def run_command(
         raise ConfigError(f"topology {topology}: bad --param: {exc}") from exc
     shares: dict[str, float] = {}
     for role, share in parse_params(split, what="--split").items():
-        if isinstance(share, bool) or not isinstance(share, int | float) or share < 0:
+        if isinstance(share, bool) or not isinstance(share, int | float) \
+                or not math.isfinite(share) or share < 0:
             raise ConfigError(f"--split {role}={share!r}: a share is a non-negative number, "
                               "e.g. --split solver=0.8")
         shares[role] = float(share)

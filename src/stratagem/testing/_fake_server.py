@@ -79,6 +79,8 @@ class RequestRecord:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = True  # server_close() joins every handler thread
+    # socketserver's default backlog of 5 makes a 64-way burst wait for TCP's 1 s retry.
+    request_queue_size = 1024
 
     def __init__(self, owner: FakeOpenAIServer) -> None:
         self.owner = owner

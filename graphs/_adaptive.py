@@ -32,7 +32,7 @@ from stratagem.graphs._common import (
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._decompose import add_decomposition
 from stratagem.graphs._fanout import fan_out, sample, select_node
-from stratagem.graphs._loops import feedback_update, refine_nodes
+from stratagem.graphs._loops import feedback_update, refine_nodes, round_starved
 from stratagem.graphs._simple import Builder, Compiled, _compile, add_node, call_ids, solve
 from stratagem.graphs._state import RunState
 
@@ -148,6 +148,9 @@ def adaptive(
     async def feedback(state: RunState, ctx: RunContext) -> dict[str, Any]:
         if state.get("round", 0) + 1 >= max_rounds:
             return {"extra_samples": 0}
+        starved = round_starved(state)
+        if starved is not None:
+            return starved
         update = feedback_update(state, ctx, judge_with=judge_with, node="feedback",
                                  accept_threshold=accept_threshold)
         if update.get("extra_samples"):

@@ -30,6 +30,16 @@ __all__ = ["best_of_n", "feedback_update", "refine", "refine_nodes"]
 _SELECTIONS = ("vote", "judge", "knockout", "verifier")
 
 
+def round_starved(state: RunState) -> dict[str, Any] | None:
+    """A stop when the latest sampling round produced no candidate at all (every branch was
+    refused by the budget): granting more rounds would only repeat that."""
+    current = state.get("round", 0)
+    if any(c.get("round", 0) == current for c in state.get("candidates", [])):
+        return None
+    return {"extra_samples": 0,
+            "stop_reason": f"budget exhausted: no branch of sampling round {current} fit"}
+
+
 def feedback_update(state: RunState, ctx: RunContext, *, judge_with: str, node: str,
                     accept_threshold: float) -> dict[str, Any]:
     """Apply the reallocation policy to the best verdict so far.
@@ -87,6 +97,9 @@ def best_of_n(
     async def feedback(state: RunState, ctx: RunContext) -> dict[str, Any]:
         if not judged or state.get("round", 0) + 1 >= max_rounds:
             return {"extra_samples": 0}
+        starved = round_starved(state)
+        if starved is not None:
+            return starved
         update = feedback_update(state, ctx, judge_with="verifier" if select == "verifier"
                                  else "llm", node="feedback", accept_threshold=accept_threshold)
         if update.get("extra_samples"):

@@ -178,3 +178,25 @@ def test_no_room_for_a_single_call() -> None:
     result = run(single(), TASK, context=ctx)
     assert result.stop_reason.startswith("budget exhausted: budget exceeded for the run total")
     assert (result.answer, result.billed.calls) == ("", 0)
+
+
+def test_extra_rounds_that_cannot_fit_stop_with_a_budget_reason() -> None:
+    def respond(messages: Sequence[Message], request: ChatRequest) -> str:
+        if role_of(messages) == "solver":
+            return "Answer: 41"
+        return "Unsure.\nSCORE: 0.2\nVERDICT: reject"
+
+    # Room for one round of two samples; the judge keeps asking for more.
+    budget = Budget(total=10_000, roles={"solver": 260, "judge": 4_000})
+    ctx = RunContext(client=ModelClient(FunctionModel(respond)), budget=budget,
+                     policy=JudgeFeedback(threshold=0.5, extra_samples=2, from_roles=()))
+    result = run(best_of_n(2, select="judge", max_rounds=6), TASK, context=ctx)
+    match = re.fullmatch(r"budget exhausted: no branch of sampling round (\d+) fit",
+                         result.stop_reason)
+    assert match is not None, result.stop_reason
+    starved = int(match.group(1))
+    assert 1 <= starved < 5 and result.state["round"] == starved  # no empty rounds after it
+    assert result.answer == "41"
+    solver_rows = sum(1 for e in ctx.client.ledger.entries() if e.role == "solver")
+    assert solver_rows == 2 * starved  # two samples per round that fit, none after
+    within_caps(budget)

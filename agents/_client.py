@@ -297,7 +297,8 @@ class ModelClient:
                 self._record(ctx, att, Usage.zero(), status="error",
                              error=f"{type(exc).__name__}: {exc}")
                 raise
-            usage = response.usage or self._estimate(messages, response.text, backend.model)
+            usage = response.usage or self._estimate(messages, response.text, backend.model,
+                                                     cap=sent.max_output)
             entry = self._record(ctx, att, usage, status="ok", request_id=response.request_id)
             return _completion(response, usage, ctx, entry)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
@@ -348,9 +349,14 @@ class ModelClient:
             sem = limits[backend.endpoint] = asyncio.Semaphore(max(1, size))
         return sem
 
-    def _estimate(self, messages: Sequence[Message], text: str, model: str) -> Usage:
-        return Usage(count_chat_tokens(messages, model), count_text_tokens(text, model),
-                     None, None, "estimate")
+    def _estimate(self, messages: Sequence[Message], text: str, model: str,
+                  cap: int | None = None) -> Usage:
+        completion = count_text_tokens(text, model)
+        if cap is not None:
+            # The server honoured the cap it was sent; tiktoken (another tokenizer) may count
+            # more, which would commit more than was reserved.
+            completion = min(completion, cap)
+        return Usage(count_chat_tokens(messages, model), completion, None, None, "estimate")
 
     def _usage_of_failure(self, exc: ModelError, messages: Sequence[Message],
                           model: str) -> Usage:

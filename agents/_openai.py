@@ -236,8 +236,10 @@ class OpenAIBackend:
         finish: str | None = None
         model: str | None = None
         request_id: str | None = None
+        started = False
         try:
             stream = await client.chat.completions.create(**kwargs)
+            started = True
             response = getattr(stream, "response", None)
             if response is not None:
                 request_id = response.headers.get("x-request-id")
@@ -257,7 +259,9 @@ class OpenAIBackend:
                 f"{self.endpoint}: stream cut short: {redact(str(exc))[:200]}",
                 request_id=request_id,
                 usage=usage,
-                partial_text="".join(parts),
+                # Only a stream that was answered generated tokens; a request refused or
+                # timed out before any response costs nothing.
+                partial_text="".join(parts) if started else None,
             ) from exc
         if finish is None and usage is None:
             # The server closed the stream without a finish reason or usage: cut short.

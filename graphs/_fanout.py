@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stratagem.agents import knockout
-from stratagem.errors import BudgetExceeded, OutputParseError
+from stratagem.errors import BudgetExceeded, ModelError, OutputParseError
 from stratagem.graphs._common import (
     accepted,
     majority_vote,
@@ -117,7 +117,7 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
             verdict = await judge.score(ctx.client, state["task"],
                                         candidates[i].get("text", ""), node="judge",
                                         branch=str(i), **extra)
-        except (OutputParseError, BudgetExceeded) as exc:
+        except (ModelError, BudgetExceeded) as exc:
             # An unreadable verdict leaves the candidate unscored; its tokens stay billed
             # (waste), and the run goes on. A judge call the budget cannot fit is an outcome
             # too, so its siblings still finish and keep their verdicts.
@@ -132,9 +132,10 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
             raise o
     outcomes = [o for o in gathered if not isinstance(o, BaseException)]
     results = [(i, v) for i, v in outcomes
-               if not isinstance(v, OutputParseError | BudgetExceeded)]
-    notes = [f"judge verdict on candidate {i} unreadable: {v}" for i, v in outcomes
-             if isinstance(v, OutputParseError)]
+               if not isinstance(v, ModelError | BudgetExceeded)]
+    notes = [f"judge verdict on candidate {i} unreadable: {v}" if isinstance(v, OutputParseError)
+             else f"judge call on candidate {i} failed: {v}"
+             for i, v in outcomes if isinstance(v, ModelError)]
     verdicts = [
         {"index": i, "score": v.score, "verdict": v.verdict, "rationale": v.rationale[:2000],
          "by": judge_with, "round": state.get("round", 0)}

@@ -160,7 +160,7 @@ def refine_nodes(
         latest = update["verdicts"][-1] if update["verdicts"] else None
         nxt = state.get("round", 0) + 1
         update.update({k: v for k, v in policy.items() if k != "notes"})
-        update["notes"] = policy.get("notes", [])
+        update["notes"] = [*update.get("notes", []), *policy.get("notes", [])]
         update["round"] = nxt
         if latest is not None and latest["verdict"] == "accept" and \
                 latest["score"] >= accept_threshold:

@@ -22,7 +22,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.pregel import Pregel
 
 from stratagem.budgets import Transfer, UsageTotals
-from stratagem.errors import ConfigError, RunError
+from stratagem.errors import ConfigError, RunError, StratagemError
 from stratagem.graphs._context import RunContext
 from stratagem.logging import bind_run, get_logger
 
@@ -215,8 +215,8 @@ async def _invoke(
                 invoke: Any = bound.ainvoke
                 extra: dict[str, Any] = {"durability": "sync"} if saver is not None else {}
                 values = await invoke(inputs, config, context=ctx, **extra)
-            except RunError:
-                raise
+            except StratagemError:
+                raise  # ours already say what went wrong (a ConfigError stays the user's)
             except Exception as exc:
                 raise RunError(
                     f"run {run_id} failed: {type(exc).__name__}: {exc}"

@@ -117,6 +117,8 @@ def tree(
         score_of = scores(state.get("verdicts", []))
         if any(v >= 1.0 for v in score_of.values()) and judge_with == "verifier":
             return "finalize"  # a verified answer: nothing left to search for
+        if not candidates:
+            return "finalize"  # every first sample was refused: nothing to expand
         if mode == "mcts":
             return fan_out(state, ctx, 1, revise=[ucb_select(candidates, score_of,
                                                              exploration)])

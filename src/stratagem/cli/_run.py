@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from stratagem._redact import redact
 from stratagem.ablation._backends import build_backend
 from stratagem.ablation._config import EndpointConfig
 from stratagem.agents import ModelClient
@@ -85,8 +86,10 @@ def run_command(
                          policy=JudgeFeedback() if reallocation == "judge_feedback" else None,
                          labels={"topology": topology})
         result = run(graph, task, context=ctx)
-        console.print(f"[bold]answer:[/] {result.answer or '(none)'}", highlight=False)
-        console.print(f"stop reason: {result.stop_reason}", highlight=False, markup=False)
+        console.print(f"answer: {redact(result.answer) or '(none)'}", highlight=False,
+                      markup=False)
+        console.print(f"stop reason: {redact(result.stop_reason)}", highlight=False,
+                      markup=False)
         if not state.quiet:
             simulated = client.backend_for("solver").name == "simulated"
             console.print(audit_table(book.group_by("role", run_id=result.run_id), by="role",

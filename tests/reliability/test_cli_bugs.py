@@ -1,0 +1,173 @@
+"""User mistakes that still escape the "exit 2, one line, no traceback" rule (found by the
+property tests of ``test_cli_properties.py``, pinned here one by one), and the cases next to
+them that do work.
+
+Each xfail names the code to fix; when it is fixed the test passes and strict xfail makes
+the suite say so.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+Cli = Callable[[list[str]], Any]
+SIM = ["--backend", "simulated"]
+
+
+def _ablate(cli: Cli, config: str) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "config.toml")
+        path.write_text(config, encoding="utf-8")
+        return cli(["-q", "ablate", str(path), "--output", str(Path(tmp, "out")), "--no-report"])
+
+
+def _config(topology: str = '"single"', split: str = "") -> str:
+    return (
+        '[endpoint]\nbackend = "simulated"\n'
+        f"[grid]\ntopologies = [{topology}]\nbudgets = [300]\n"
+        '[[suites]]\nname = "arith"\nn = 2\n'
+        f"[run]\ndurable = false\n{split}"
+    )
+
+
+def _one_clear_line(res: Any) -> None:
+    assert "Traceback" not in res.err + res.out
+    assert res.code == 2, f"exit {res.code}: {res.out}{res.err}"
+    assert len(res.err_lines) == 1 and res.err_lines[0].startswith("error: "), res.err
+
+
+# -- what works (kept next to the bugs, so a fix cannot break the neighbours) ------------------
+
+@pytest.mark.parametrize("argv", [
+    ["run", "x", *SIM, "-t", "best_of_n", "-p", "n=0"],
+    ["run", "x", *SIM, "-t", "best_of_n", "-p", "n=abc"],
+    ["run", "x", *SIM, "-t", "refine", "-p", "max_rounds=0"],
+    ["run", "x", *SIM, "-t", "bogus"],
+    ["run", "x", *SIM, "--budget", "-5"],
+    ["tasks", "arith", "-p", "max_operand=1"],
+], ids=lambda a: " ".join(a[3:]) if a[0] == "run" else " ".join(a))
+def test_these_mistakes_get_one_clear_line(cli: Cli, argv: list[str]) -> None:
+    _one_clear_line(cli(argv))
+
+
+# -- role shares (--split, run.split) ----------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["abc", "[1]", "inf", "1e400", "-1", "nan"])
+def test_a_bad_split_share_gets_one_clear_line(cli: Cli, value: str) -> None:
+    _one_clear_line(cli(["run", "x", *SIM, "--split", f"solver={value}"]))
+
+
+def test_an_infinite_split_in_a_config_gets_one_clear_line(cli: Cli) -> None:
+    _one_clear_line(_ablate(cli, _config(split="split = { solver = inf }")))
+
+
+_OVERFLOW = pytest.mark.xfail(strict=True, reason=(
+    "BUG: budgets/_policies.py:43-46 (apportion) checks each weight is finite but not their "
+    "sum nor w * total: a share of 1e308 makes w * total inf (OverflowError in math.floor), "
+    "two make the sum inf (inf / inf is nan: 'ValueError: cannot convert float NaN to "
+    "integer'), a traceback either way; fix: scale the weights by their maximum before "
+    "summing, or refuse a non-finite sum or product"))
+
+
+@_OVERFLOW
+@pytest.mark.parametrize("shares", [["solver=1e308"], ["solver=1e308", "judge=1e308"]],
+                         ids=["product", "sum"])
+def test_split_shares_that_overflow_get_one_clear_line_from_run(cli: Cli,
+                                                                 shares: list[str]) -> None:
+    split = [token for share in shares for token in ("--split", share)]
+    _one_clear_line(cli(["run", "x", *SIM, *split, "-t", "best_of_n"]))
+
+
+@_OVERFLOW
+def test_split_shares_that_overflow_get_one_clear_line_from_ablate(cli: Cli) -> None:
+    _one_clear_line(_ablate(cli, _config(split="split = { solver = 1e308, judge = 1e308 }")))
+
+
+# -- topology parameters -----------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: topology builders check ranges but not types or every parameter "
+    "(graphs/_loops.py:90 best_of_n: n=2.5 passes 1 <= n <= 256; best_of_n has no check on "
+    "max_rounds, so -1 gives recursion_limit 1 at graphs/_loops.py:125; 'checkpointer' is "
+    "accepted from the CLI and config), so the mistake surfaces inside the run: "
+    "`stratagem run` exits 1 ('run failed: ... TypeError/GraphRecursionError/AttributeError', "
+    "over two lines for the recursion error); fix: validate ints as ints, check max_rounds, "
+    "and accept only documented parameters at cli/_run.py:65 and ablation/_runner.py:290"))
+@pytest.mark.parametrize("param", ["n=2.5", "max_rounds=-1", "checkpointer=1"])
+def test_a_bad_topology_parameter_gets_one_clear_line_from_run(cli: Cli, param: str) -> None:
+    _one_clear_line(cli(["run", "x", *SIM, "-t", "best_of_n", "-p", param]))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: same root cause in `stratagem ablate`: the bad parameter fails every run of the "
+    "cell (recorded as failed) and the command exits 0; fix as above, before any run starts"))
+@pytest.mark.parametrize("topology", ['{ name = "best_of_n", n = 2.5 }',
+                                      '{ name = "single", checkpointer = 1 }',
+                                      '{ name = "refine", max_rounds = 2.5 }'])
+def test_a_bad_topology_parameter_gets_one_clear_line_from_ablate(cli: Cli,
+                                                                  topology: str) -> None:
+    _one_clear_line(_ablate(cli, _config(topology=topology)))
+
+
+@pytest.mark.parametrize("topology,param", [("refine", "judge_with=verifier"),
+                                            ("best_of_n", "select=verifier")])
+def test_verifier_judging_without_a_checker_gets_one_clear_line(cli: Cli, topology: str,
+                                                                param: str) -> None:
+    _one_clear_line(cli(["run", "x", *SIM, "-t", topology, "-p", param]))
+
+
+# -- task suite parameters ---------------------------------------------------------------------
+
+class _Hang(BaseException):
+    """Raised by the alarm; a BaseException so that no handler in the CLI swallows it."""
+
+
+@pytest.fixture
+def alarm() -> Iterator[Callable[[float], None]]:
+    """Interrupt this (main) thread after some seconds, so a hang fails instead of hanging."""
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise _Hang("still running when the alarm went off")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+
+    def arm(seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    try:
+        yield arm
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.xfail(strict=True, raises=_Hang, reason=(
+    "BUG: tasks/_arith.py:77 builds the divisor list range(2, max_operand + 1) at every "
+    "step, whatever the operation, and max_operand has no upper bound, so "
+    "`stratagem tasks arith -p max_operand=1000000000000` (or a config with it) hangs "
+    "without a word; fix: bound max_operand (ConfigError) and find divisors only for '/'"))
+def test_a_huge_max_operand_answers_promptly(cli: Cli, alarm: Callable[[float], None]) -> None:
+    alarm(3.0)
+    res = cli(["tasks", "arith", "-n", "1", "-p", "max_operand=1000000000000"])
+    assert res.code in (0, 2)
+
+
+# -- usage errors ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (spec): the README promises one line for a user's mistake, but click usage errors "
+    "(a non-integer --budget, a missing argument, an unknown command or option) print three "
+    "lines: 'Usage: ...', 'Try ... --help', 'Error: ...' (cli/_main.py:88-92 calls "
+    "exc.show()); fix: print 'error: {exc.format_message()} (see --help)' on one line"))
+@pytest.mark.parametrize("argv", [["run", "x", "--budget", "abc"], ["run"], ["bogus"],
+                                  ["tasks", "--bogus"]])
+def test_a_usage_error_is_one_line(cli: Cli, argv: list[str]) -> None:
+    res = cli(argv)
+    assert res.code == 2 and "Traceback" not in res.err
+    assert len(res.err_lines) == 1, res.err

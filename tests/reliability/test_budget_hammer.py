@@ -7,10 +7,8 @@ and dollar caps, from two event loops in two threads, against the loopback fake 
 end, every scope has spent no more than its cap, nothing is left reserved, and the budget's
 spend equals the ledger's rows, tokens and dollars.
 
-Usage-less replies (``missing_usage``) are left out of the fault mix here: their estimated
-completion is not clamped to the output cap, a known bug pinned deterministically by
-``test_fault_edges.py::test_a_reply_without_usage_never_pushes_spend_past_a_cap``; in this
-mix it would make the test fail at random instead of for sure.
+Usage-less replies (``missing_usage``) are in the mix: their tiktoken estimate is clamped to
+the output cap the server honoured (``test_fault_edges.py`` pins that on one call).
 """
 
 from __future__ import annotations
@@ -35,8 +33,8 @@ from stratagem.budgets import Budget, ModelPrice, Pricing, TokenLedger
 from stratagem.graphs import RunContext, RunResult, arun, best_of_n, refine, single
 from stratagem.testing import FakeOpenAIServer, FakeReply, Fault
 
-# Replies of one-token words (for cl100k, tiktoken's count equals the fake server's word
-# count), so a flagged estimate of a cut stream never exceeds what was reserved.
+# Replies of (mostly) one-token words: for cl100k, tiktoken's count of the words a cut stream
+# delivered equals the fake server's, so its flagged estimate stays within the reservation.
 SOLVER_REPLY = " ".join(["one", "two", "three", "four", "five", "six", "seven", "eight"] * 25)
 POINTWISE_REPLY = "the score 9"
 PAIRWISE_REPLY = "the winner a"
@@ -46,6 +44,7 @@ FAULTS = (
     Fault.server_error(500),
     Fault.timeout(seconds=1.0),
     Fault.malformed_json(),
+    Fault.missing_usage(),
     Fault.stream_cut(after_chunks=1),
     Fault.stream_cut(keep_usage=True),
 )
@@ -159,7 +158,8 @@ def test_concurrent_runs_sharing_one_budget_never_exceed_a_cap(
     _assert_graceful(results, 40)
     caps_usd = {**({"total": total_usd} if total_usd is not None else {}), **(roles_usd or {})}
     _assert_caps_held(budget, ledger, caps_usd)
-    # Here every estimate is exact (one-token words) and every provider prompt is below its
-    # tiktoken estimate, so not even the input-estimate overshoot the design allows occurs.
+    # Here every estimate stays within its reservation (one-token words; a usage-less reply is
+    # clamped to its cap) and every provider prompt is below its tiktoken estimate, so not
+    # even the input-estimate overshoot the design allows occurs.
     assert budget.overshoot_tokens == 0
     assert ledger.totals().error_calls > 0, "no fault reached the ledger"

@@ -99,7 +99,7 @@ def test_split_shares_that_overflow_get_one_clear_line_from_ablate(cli: Cli) -> 
     "accepted from the CLI and config), so the mistake surfaces inside the run: "
     "`stratagem run` exits 1 ('run failed: ... TypeError/GraphRecursionError/AttributeError', "
     "over two lines for the recursion error); fix: validate ints as ints, check max_rounds, "
-    "and accept only documented parameters at cli/_run.py:65 and ablation/_runner.py:290"))
+    "and accept only documented parameters at cli/_run.py:66 and ablation/_runner.py:290"))
 @pytest.mark.parametrize("param", ["n=2.5", "max_rounds=-1", "checkpointer=1"])
 def test_a_bad_topology_parameter_gets_one_clear_line_from_run(cli: Cli, param: str) -> None:
     _one_clear_line(cli(["run", "x", *SIM, "-t", "best_of_n", "-p", param]))

@@ -7,9 +7,10 @@ usage (a :class:`~stratagem.testing.FunctionModel`). It runs
   * through stratagem: nodes made with ``stratagem_node`` over ``RunState``, every call
     through ``ModelClient`` (budget reservation and commit, tiktoken input estimate, pricing,
     a ``TokenLedger`` writing through to a durable ``LedgerStore`` file), run with
-    ``stratagem.graphs.arun(..., checkpoint=file)``: an ``AsyncSqliteSaver`` checkpoint with
-    ``durability="sync"`` after every superstep, and the run's audit at the end;
-  * the same, with one ``AsyncSqliteSaver`` opened once and passed to every run (what the
+    ``stratagem.graphs.arun(..., checkpoint=file)``: a ``sqlite_checkpointer`` (WAL,
+    synchronous=NORMAL) with ``durability="sync"`` after every superstep, and the run's audit
+    at the end;
+  * the same, with one ``sqlite_checkpointer`` opened once and passed to every run (what the
     ablation runner does) instead of a file path (a saver opened and closed per run);
   * as a bare LangGraph ``StateGraph`` (no checkpointer) whose nodes call the *same* model
     object's ``send`` directly: same latency, same replies, same number of calls.
@@ -42,12 +43,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 
 from stratagem.agents import ChatRequest, Message, ModelClient
 from stratagem.budgets import Budget, LedgerStore, TokenLedger
-from stratagem.graphs import RunContext, RunState, accepted, arun, stratagem_node
+from stratagem.graphs import (
+    RunContext,
+    RunState,
+    accepted,
+    arun,
+    sqlite_checkpointer,
+    stratagem_node,
+)
 from stratagem.logging import configure_logging
 from stratagem.testing import FunctionModel, ScriptedReply
 
@@ -155,7 +162,7 @@ async def run_bare(graph: Any) -> str:
 
 VARIANTS = ("bare", "stratagem", "shared")
 """bare LangGraph; stratagem with ``checkpoint=<file path>`` (a saver opened per run, the
-documented call); stratagem with one ``AsyncSqliteSaver`` opened once and passed to every run
+documented call); stratagem with one ``sqlite_checkpointer`` opened once and passed to every run
 (what the ablation runner does)."""
 
 
@@ -168,8 +175,7 @@ async def measure(latency: float, runs: int, folder: Path) -> tuple[dict[str, li
     with LedgerStore(folder / f"ledger-{latency}.sqlite") as store:
         client = ModelClient(model, ledger=TokenLedger(store))
         checkpoint = folder / f"checkpoints-{latency}.sqlite"
-        async with AsyncSqliteSaver.from_conn_string(
-                str(folder / f"shared-{latency}.sqlite")) as saver:
+        async with sqlite_checkpointer(folder / f"shared-{latency}.sqlite") as saver:
             calls = {"bare": lambda: run_bare(bare),
                      "stratagem": lambda: run_stratagem(graph, client, checkpoint),
                      "shared": lambda: run_stratagem(graph, client, saver)}

@@ -29,7 +29,7 @@ from stratagem.graphs._common import (
 from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
 from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
-from stratagem.graphs._run import RunResult, aresume, arun, resume, run
+from stratagem.graphs._run import RunResult, aresume, arun, resume, run, sqlite_checkpointer
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
 from stratagem.graphs._tree import tree
@@ -72,6 +72,7 @@ __all__ = [
     "run",
     "run_context",
     "single",
+    "sqlite_checkpointer",
     "stratagem_node",
     "tree",
 ]

@@ -23,7 +23,14 @@ import pytest
 from stratagem.agents import DECOMPOSER_PROMPT, ChatRequest, Message, ModelClient
 from stratagem.budgets import Budget, LedgerEntry, LedgerStore, TokenLedger
 from stratagem.errors import ConfigError, RunError
-from stratagem.graphs import RunContext, best_of_n, decompose_solve, resume, run
+from stratagem.graphs import (
+    RunContext,
+    best_of_n,
+    decompose_solve,
+    resume,
+    run,
+    sqlite_checkpointer,
+)
 from stratagem.testing import FunctionModel
 
 TASK = "What is 6*7?"
@@ -208,3 +215,51 @@ def test_sigkill_mid_run_then_resume_in_a_new_process(tmp_path: Path) -> None:
     assert budget.spent() == sum(e.total_tokens for e in after) == result.billed.total_tokens
     assert sorted(c["branch"] for c in result.state["candidates"]) == ["0", "1", "2", "3"]
     assert os.path.exists(tmp_path / "ckpt.sqlite")
+
+
+# -- the checkpoint file ----------------------------------------------------------------------
+
+def _pragmas(path: Path, synchronous: str) -> tuple[str, int]:
+    async def go() -> tuple[str, int]:
+        async with sqlite_checkpointer(path, synchronous=synchronous) as saver:
+            async with saver.conn.execute("PRAGMA journal_mode") as cur:
+                mode = (await cur.fetchone())[0]  # type: ignore[index]
+            async with saver.conn.execute("PRAGMA synchronous") as cur:
+                level = (await cur.fetchone())[0]  # type: ignore[index]
+        return str(mode), int(level)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("synchronous,level", [("normal", 1), ("full", 2), ("off", 0)])
+def test_a_checkpoint_file_is_wal_with_the_asked_fsync_level(tmp_path: Path, synchronous: str,
+                                                             level: int) -> None:
+    assert _pragmas(tmp_path / "sub" / "ck.sqlite", synchronous) == ("wal", level)
+
+
+def test_a_checkpoint_path_is_opened_with_synchronous_normal(tmp_path: Path) -> None:
+    """``run(checkpoint=path)`` gets the default (normal); the run's checkpoints are there."""
+    model = FunctionModel(lambda messages, request: "Answer: 42")
+    path = tmp_path / "ck.sqlite"
+    result = run(best_of_n(2, select="vote"), TASK, context=RunContext(
+        client=ModelClient(model), budget=fresh_budget()), checkpoint=path)
+    assert result.answer == "42"
+    assert _pragmas(path, "normal") == ("wal", 1)
+
+    async def count() -> int:
+        async with sqlite_checkpointer(path) as saver:
+            return len([c async for c in saver.alist(None)])
+
+    assert asyncio.run(count()) >= 3  # input, the fan-out, the selection
+
+
+@pytest.mark.parametrize("kwargs,problem", [({"synchronous": "fsync"}, "synchronous must be"),
+                                            ({}, "is a directory")])
+def test_a_bad_checkpoint_gets_a_clear_error(tmp_path: Path, kwargs: dict[str, str],
+                                             problem: str) -> None:
+    async def go() -> None:
+        async with sqlite_checkpointer(tmp_path, **kwargs):
+            pass
+
+    with pytest.raises(ConfigError, match=problem):
+        asyncio.run(go())

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from stratagem.ablation._backends import build_backend
 from stratagem.agents import BackendCapabilities, ChatBackend, ChatRequest, ChatResponse
 from stratagem.budgets import TokenLedger
 from stratagem.errors import ConfigError, RunError, StratagemError
+from stratagem.graphs import sqlite_checkpointer
 from stratagem.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -131,8 +131,7 @@ class LocalExecutor:
         async with contextlib.AsyncExitStack() as stack:
             saver = None
             if checkpoints is not None:
-                saver = await stack.enter_async_context(
-                    AsyncSqliteSaver.from_conn_string(str(checkpoints)))
+                saver = await stack.enter_async_context(sqlite_checkpointer(checkpoints))
             async with aclosing(sweep.execute(todo, ledger=ledger, checkpointer=saver)) as runs:
                 async for outcome in runs:
                     yield outcome

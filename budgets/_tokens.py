@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -205,6 +205,7 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     return encoding
 
 
+@lru_cache(maxsize=256)
 def encoding_name_for_model(model: str) -> str:
     """Name the tiktoken encoding that approximates a model's tokenizer, without the network.
 
@@ -250,7 +251,7 @@ def count_text_tokens(text: str, model: str = "gpt-4o") -> int:
     Raises:
         TokenizerUnavailable: The encoding cannot be loaded offline.
     """
-    return len(get_encoding(encoding_name_for_model(model)).encode_ordinary(text))
+    return _text_tokens(encoding_name_for_model(model), text)
 
 
 def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gpt-4o") -> int:
@@ -271,12 +272,12 @@ def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gpt-4
     Raises:
         TokenizerUnavailable: The encoding cannot be loaded offline.
     """
-    encoding = get_encoding(encoding_name_for_model(model))
+    name = encoding_name_for_model(model)
     total = _REPLY_PRIMING
     for message in messages:
         total += _TOKENS_PER_MESSAGE
         for key, value in message.items():
-            total += _value_tokens(encoding, value)
+            total += _value_tokens(name, value)
             if key == "name":
                 total += _TOKENS_PER_NAME
     return total
@@ -308,15 +309,22 @@ def estimate_usage(
     )
 
 
-def _value_tokens(encoding: tiktoken.Encoding, value: object) -> int:
+@lru_cache(maxsize=1024)
+def _text_tokens(encoding_name: str, text: str) -> int:
+    # The same prompt is counted once per branch of a fan-out and once per attempt: BPE is
+    # the expensive part of a call's bookkeeping, a dictionary lookup is not.
+    return len(get_encoding(encoding_name).encode_ordinary(text))
+
+
+def _value_tokens(encoding_name: str, value: object) -> int:
     if isinstance(value, str):
-        return len(encoding.encode_ordinary(value))
+        return _text_tokens(encoding_name, value)
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         total = 0
         for part in value:
             text = part.get("text") if isinstance(part, Mapping) else part
             if isinstance(text, str):
-                total += len(encoding.encode_ordinary(text))
+                total += _text_tokens(encoding_name, text)
         return total
     return 0
 

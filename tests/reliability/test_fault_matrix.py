@@ -179,7 +179,9 @@ def _reconcile(rows: Sequence[LedgerEntry], records: Sequence[RequestRecord],
                 assert rec.stream and fault in ("stream_cut", "malformed_json"), (row, rec)
         else:  # an error answered without usage is charged nothing
             assert row.status == "error" and row.total_tokens == 0, (row, rec)
-            assert fault in ("rate_limit", "server_error", "context_length"), (row, rec)
+            # (a malformed body keeps the id from its headers, and carries no usage to bill)
+            assert fault in ("rate_limit", "server_error", "context_length",
+                             "malformed_json"), (row, rec)
     # Failed attempts whose response never reached the client carry no id and are charged
     # nothing (a stream cut short keeps its id: its headers arrived).
     no_id = [r for r in rows if r.request_id is None]

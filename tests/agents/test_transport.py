@@ -1,0 +1,106 @@
+"""OpenAIBackend's HTTP transports: aiohttp (the default) and the SDK's httpx2.
+
+Both must send the same request, record the same rows and describe a failure the same way;
+and a client its caller forgot to close must not leak connections or print warnings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import warnings
+from typing import Any
+
+import pytest
+
+from stratagem.agents import ModelClient, OpenAIBackend, RetryPolicy
+from stratagem.errors import ConfigError, ModelError
+from stratagem.testing import FakeOpenAIServer, FakeReply, Fault
+
+MSG = [{"role": "user", "content": "name a fruit"}]
+ONCE = RetryPolicy(max_attempts=1)
+TRANSPORTS = ["aiohttp", "httpx2"]
+
+
+def _backend(url: str, transport: str, **kw: Any) -> OpenAIBackend:
+    return OpenAIBackend("fake-model", base_url=url, api_key="sk-transport-0000000",
+                         backend="vllm", timeout_s=0.5, transport=transport, **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_both_transports_send_the_same_body_and_record_the_same_row(transport: str) -> None:
+    with FakeOpenAIServer(lambda body: FakeReply("a ripe banana", cached_tokens=2)) as srv:
+        backend = _backend(srv.base_url, transport, extra_body={"top_k": 5})
+        client = ModelClient(backend)
+        done = client.complete_sync(MSG, role="solver", max_output=32, temperature=0.5,
+                                    seed=7, stop=["\n\n"], extra={"min_p": 0.1})
+        (record,) = srv.log
+    assert record.body == {"model": "fake-model", "messages": MSG, "max_tokens": 32,
+                           "temperature": 0.5, "seed": 7, "stop": ["\n\n"], "top_k": 5,
+                           "min_p": 0.1}
+    assert record.usage is not None
+    (row,) = client.ledger.entries()
+    assert done.text == "a ripe banana" and row.request_id == record.request_id
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (
+        record.usage.prompt_tokens, record.usage.completion_tokens, 2)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_refused_connection_is_called_a_connection_failure(transport: str,
+                                                             stream: bool) -> None:
+    client = ModelClient(_backend(f"http://127.0.0.1:{_free_port()}/v1", transport),
+                         retry=ONCE)
+    with pytest.raises(ModelError) as err:
+        client.complete_sync(MSG, role="solver", stream=stream)
+    message = str(err.value)
+    if not stream:  # (the streamed message is pinned in tests/reliability/test_fault_edges.py)
+        assert "connection failed" in message and "timed out" not in message, message
+    (row,) = client.ledger.entries()
+    assert row.status == "error" and row.total_tokens == 0 and row.request_id is None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_read_timeout_is_called_a_timeout(transport: str) -> None:
+    with FakeOpenAIServer() as srv:
+        srv.enqueue_faults([Fault.timeout(seconds=2.0)])
+        client = ModelClient(_backend(srv.base_url, transport), retry=ONCE)
+        with pytest.raises(ModelError, match="request timed out"):
+            client.complete_sync(MSG, role="solver")
+
+
+def test_an_unknown_transport_is_refused() -> None:
+    with pytest.raises(ConfigError, match="transport must be one of aiohttp, httpx2"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", transport="requests")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_client_never_closed_is_closed_when_its_loop_ends(transport: str) -> None:
+    """``arun`` leaves a shared client open; a caller who never closes it leaks nothing."""
+    seen: list[Any] = []
+    with FakeOpenAIServer(lambda body: FakeReply("a fig")) as srv:
+        backend = _backend(srv.base_url, transport)
+
+        async def forgetful() -> None:
+            client = ModelClient(backend)
+            await client.complete(MSG, role="solver")
+            seen.append(await backend._client())  # the SDK client of this loop
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loop_errors: list[dict[str, Any]] = []
+            with asyncio.Runner() as runner:
+                runner.get_loop().set_exception_handler(lambda loop, c: loop_errors.append(c))
+                runner.run(forgetful())
+            gc.collect()
+    (sdk,) = seen
+    assert sdk.is_closed()
+    assert not [w for w in caught if "nclosed" in str(w.message)], caught
+    assert not loop_errors, loop_errors

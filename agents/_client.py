@@ -272,7 +272,7 @@ class ModelClient:
             att = _Attempt(number, reservation)
             try:
                 async with self._limit(backend):
-                    response = await backend.send(sent)
+                    response = await _send_promptly(backend, sent)
             except asyncio.CancelledError:
                 self._record(ctx, att, Usage.zero(), status="cancelled",
                              error="cancelled (sibling branch or shutdown)")
@@ -423,6 +423,43 @@ class ModelClient:
             **{f"label_{k}": v for k, v in entry.labels.items()},
         )
         return entry
+
+
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
+_SEND_STEPS = 3
+"""Event-loop steps a request gets to reach the wire before the next call may start its own."""
+
+
+async def _send_promptly(backend: ChatBackend, request: ChatRequest) -> ChatResponse:
+    """``backend.send(request)``, with the request on the wire before another call starts.
+
+    In a fan-out every branch becomes ready in the same event-loop step. Left alone, each
+    branch prepares its request and yields (aiohttp on Python 3.11 writes the bytes from a
+    task of its own), so no request leaves before all of them are prepared, all replies come
+    back together, and their processing queues up: the fan-out takes latency + the CPU time
+    of every call. Letting one request at a time take the few steps it needs to be sent
+    staggers the replies by the preparation time instead, and each is processed while later
+    ones are still in flight (bench/fanout.py measures the difference). A request that needs
+    longer (a new TCP or TLS connection) stops holding the others back after those steps.
+    """
+    loop = asyncio.get_running_loop()
+    gate = _GATES.get(loop)
+    if gate is None:
+        gate = _GATES[loop] = asyncio.Lock()
+    task: asyncio.Future[ChatResponse] | None = None
+    try:
+        async with gate:
+            task = asyncio.ensure_future(backend.send(request))
+            for _ in range(_SEND_STEPS):
+                if task.done():
+                    break
+                await asyncio.sleep(0)
+        return await task
+    except asyncio.CancelledError:
+        if task is not None:
+            task.cancel()  # never leave a request running that nobody will record
+        raise
 
 
 @dataclass(frozen=True, slots=True)

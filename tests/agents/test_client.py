@@ -190,3 +190,57 @@ def test_complete_sync_refuses_inside_a_running_loop() -> None:
             client.complete_sync(MSG, role="solver")
 
     asyncio.run(main())
+
+
+# -- dispatch order in a fan-out ----------------------------------------------------------------
+
+def test_concurrent_calls_put_each_request_on_the_wire_before_the_next_starts() -> None:
+    """Each request gets the few event-loop steps it needs to be sent (as aiohttp's writer
+    task does on Python 3.11) before the next call starts preparing its own, so replies come
+    back staggered instead of all at once."""
+    events: list[str] = []
+
+    async def respond(messages: object, request: object) -> str:
+        seed = getattr(request, "seed", None)
+        events.append(f"prepare {seed}")
+        await asyncio.sleep(0)  # the transport's own task writes the bytes
+        events.append(f"sent {seed}")
+        await asyncio.sleep(0.01)  # the server's latency
+        return "Answer: 1"
+
+    client = ModelClient(FunctionModel(respond))
+
+    async def fan_out() -> None:
+        await asyncio.gather(*(client.complete(MSG, role="solver", seed=i) for i in range(8)))
+
+    asyncio.run(fan_out())
+    expected = [e for i in range(8) for e in (f"prepare {i}", f"sent {i}")]
+    assert events == expected
+    assert len(client.ledger) == 8
+
+
+def test_a_call_cancelled_while_its_request_is_being_sent_cancels_the_request() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    async def respond(messages: object, request: object) -> str:
+        started.append(1)
+        await asyncio.sleep(0.2)
+        finished.append(1)
+        return "Answer: 1"
+
+    client = ModelClient(FunctionModel(respond))
+
+    async def cancel_early() -> None:
+        call = asyncio.ensure_future(client.complete(MSG, role="solver"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.sleep(0.3)  # a request left running would finish by now
+
+    asyncio.run(cancel_early())
+    assert started and not finished
+    (row,) = client.ledger.entries()
+    assert row.status == "cancelled"

@@ -17,6 +17,7 @@ Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`res
 from __future__ import annotations
 
 from stratagem.graphs._adaptive import adaptive, apply_split
+from stratagem.graphs._checkpoint import sqlite_checkpointer
 from stratagem.graphs._common import (
     accepted,
     best_candidate,
@@ -29,7 +30,7 @@ from stratagem.graphs._common import (
 from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
 from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
-from stratagem.graphs._run import RunResult, aresume, arun, resume, run, sqlite_checkpointer
+from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
 from stratagem.graphs._tree import tree

@@ -17,17 +17,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.pregel import Pregel
 
 from stratagem.budgets import Transfer, UsageTotals
 from stratagem.errors import ConfigError, RunError, StratagemError
+from stratagem.graphs._checkpoint import sqlite_checkpointer
 from stratagem.graphs._context import RunContext
 from stratagem.logging import bind_run, get_logger
 
-__all__ = ["RunResult", "aresume", "arun", "resume", "run", "sqlite_checkpointer"]
+__all__ = ["RunResult", "aresume", "arun", "resume", "run"]
 
 _log = get_logger("stratagem.run")
 
@@ -84,41 +83,6 @@ def _bind(ctx: RunContext, run_id: str, thread_id: str) -> RunContext:
             ctx.budget.ledger = client.ledger
         ctx.budget.run_id = run_id
     return replace(ctx, client=client)
-
-
-_SYNCHRONOUS = ("off", "normal", "full")
-
-
-@asynccontextmanager
-async def sqlite_checkpointer(
-    path: str | Path, *, synchronous: str = "normal"
-) -> AsyncIterator[AsyncSqliteSaver]:
-    """An ``AsyncSqliteSaver`` on ``path`` (created if missing), in WAL mode.
-
-    Open one for many runs (``arun(..., checkpoint=saver)``) rather than a path per run.
-
-    Args:
-        path: The SQLite file.
-        synchronous: ``"normal"`` (the default, as for the ledger store): a checkpoint
-            survives the process being killed at any point but not a power cut, with no
-            fsync per superstep; ``"full"``: also survives a power cut (an fsync per
-            superstep and per finished branch, several times slower on most disks).
-
-    Raises:
-        ConfigError: ``path`` is a directory, or ``synchronous`` is not one of the above.
-    """
-    if synchronous not in _SYNCHRONOUS:
-        raise ConfigError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
-                          f"got {synchronous!r}")
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"checkpoint {path} is a directory: give a file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with aiosqlite.connect(str(path)) as conn:
-        # WAL (which setup() also sets) before synchronous: NORMAL is only crash-safe in WAL.
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        yield AsyncSqliteSaver(conn)
 
 
 @asynccontextmanager

@@ -231,12 +231,6 @@ def _pragmas(path: Path, synchronous: str) -> tuple[str, int]:
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("synchronous,level", [("normal", 1), ("full", 2), ("off", 0)])
-def test_a_checkpoint_file_is_wal_with_the_asked_fsync_level(tmp_path: Path, synchronous: str,
-                                                             level: int) -> None:
-    assert _pragmas(tmp_path / "sub" / "ck.sqlite", synchronous) == ("wal", level)
-
-
 def test_a_checkpoint_path_is_opened_with_synchronous_normal(tmp_path: Path) -> None:
     """``run(checkpoint=path)`` gets the default (normal); the run's checkpoints are there."""
     model = FunctionModel(lambda messages, request: "Answer: 42")

@@ -88,18 +88,23 @@ class DifficultyAdaptive:
     Attributes:
         floor: Weight every task gets regardless of difficulty (keeps easy tasks solvable).
         exponent: > 1 concentrates budget on the hardest tasks, < 1 spreads it.
-        skip_above: Tasks harder than this get only the floor: when a task is judged
+        skip_above: Tasks harder than this get only ``skip_weight``: when a task is judged
             hopeless, tokens are better spent elsewhere (Snell et al. 2024). ``None``: off.
+        skip_weight: The weight of a task above ``skip_above`` (default: ``floor``); 0
+            gives it no tokens at all.
     """
 
     floor: float = 0.25
     exponent: float = 1.0
     skip_above: float | None = None
+    skip_weight: float | None = None
     name: str = "difficulty_adaptive"
 
     def __post_init__(self) -> None:
         if self.floor < 0 or self.exponent <= 0:
             raise ConfigError("difficulty_adaptive needs floor >= 0 and exponent > 0")
+        if self.skip_weight is not None and self.skip_weight < 0:
+            raise ConfigError("difficulty_adaptive needs skip_weight >= 0")
 
     def allocate(self, difficulties: Sequence[float | None], total: int) -> list[int]:
         """Shares proportional to ``floor + difficulty ** exponent``, summing to ``total``."""
@@ -109,7 +114,7 @@ class DifficultyAdaptive:
         for d in difficulties:
             x = min(1.0, max(0.0, fill if d is None else d))
             if self.skip_above is not None and x > self.skip_above:
-                weights.append(self.floor)
+                weights.append(self.floor if self.skip_weight is None else self.skip_weight)
             else:
                 weights.append(self.floor + x**self.exponent)
         return apportion(weights, total)

@@ -17,6 +17,7 @@ from stratagem.ablation import (
     load_config,
     parse_config,
 )
+from stratagem.budgets import DifficultyAdaptive
 from stratagem.errors import ConfigError
 
 MINIMAL: dict[str, Any] = {
@@ -119,7 +120,7 @@ def test_a_minimal_config_gets_the_documented_defaults() -> None:
     assert cfg.endpoint.api_key_env == "OPENAI_API_KEY"
     assert cfg.roles == {}
     assert cfg.grid.seeds == [0]
-    assert cfg.grid.policies == ["uniform"]
+    assert [p.display() for p in cfg.grid.policies] == ["uniform"]
     assert cfg.run.concurrency == 4
     assert cfg.run.judge_with == "llm"
     assert cfg.run.reallocation == "none"
@@ -150,7 +151,7 @@ def test_every_table_and_field_is_read_from_toml(tmp_path: Path) -> None:
         "single", "bo4+verifier", "refine(max_rounds=3)"]
     assert cfg.grid.budgets == [600, 1200]
     assert cfg.grid.seeds == [0, 1, 2]
-    assert cfg.grid.policies == ["uniform", "difficulty_adaptive"]
+    assert [p.display() for p in cfg.grid.policies] == ["uniform", "difficulty_adaptive"]
     words, arith = cfg.suites
     assert (words.name, words.n, words.seed) == ("words", 16, 3)
     assert words.params() == {"length": "any", "letters": "bcd"}
@@ -241,7 +242,15 @@ FIELD_ERRORS = [
     ("grid.budgets", [], "grid.budgets"),
     ("grid.seeds", [], "grid.seeds"),
     ("grid.seeds", [0, "x"], "grid.seeds[1]"),
-    ("grid.policies", ["uniform", "greedy"], "grid.policies[1]"),
+    ("grid.policies", ["uniform", "greedy"], "grid.policies[1].name"),
+    ("grid.policies", [{"name": "uniform", "floor": 1}], "grid.policies[0]"),
+    ("grid.policies", [{"name": "difficulty_adaptive", "skip_above": 1.5}],
+     "grid.policies[0].skip_above"),
+    ("grid.policies", [{"name": "difficulty_adaptive", "skip_weight": 0.1}], "grid.policies[0]"),
+    ("grid.policies", [{"name": "difficulty_adaptive", "exponent": 0}],
+     "grid.policies[0].exponent"),
+    ("grid.policies", [{"name": "difficulty_adaptive", "skip": 0.5}], "grid.policies[0].skip"),
+    ("grid.policies", ["uniform", {"name": "uniform"}], "grid.policies"),
     ("grid.topologies", [], "grid.topologies"),
     ("endpoint.backend", "azure", "endpoint.backend"),
     ("endpoint.base_url", "ftp://example", "endpoint.base_url"),
@@ -412,3 +421,20 @@ def test_parse_config_names_its_source() -> None:
     with pytest.raises(ConfigError, match=r"^my-source: grid: Field required"):
         parse_config({"suites": [{"name": "arith"}]}, source="my-source")
 
+
+
+def test_a_policy_table_sets_its_parameters_and_its_label() -> None:
+    data = {**MINIMAL, "grid": {**MINIMAL["grid"], "policies": [
+        "uniform",
+        {"name": "difficulty_adaptive", "skip_above": 0.25, "skip_weight": 0.1, "floor": 1},
+        {"name": "difficulty_adaptive", "exponent": 2, "label": "steep"},
+    ]}}
+    uniform, skip, steep = parse_config(data).grid.policies
+    assert [p.display() for p in (uniform, skip, steep)] == [
+        "uniform", "difficulty_adaptive(floor=1,skip_above=0.25,skip_weight=0.1)", "steep"]
+    policy = skip.build()
+    assert isinstance(policy, DifficultyAdaptive)
+    assert (policy.floor, policy.skip_above, policy.skip_weight) == (1, 0.25, 0.1)
+    # hopeless tasks (difficulty above 0.25) get a tenth of an easy one's share
+    assert policy.allocate([0.0, 0.9], 1100) == [1000, 100]
+    assert steep.build() == DifficultyAdaptive(exponent=2)

@@ -81,7 +81,7 @@ def test_the_quickstart_is_the_grid_the_readme_describes() -> None:
     assert [t.display() for t in config.grid.topologies] == [
         "single", "best_of_4+verifier", "best_of_8+verifier", "best_of_4+vote"]
     assert config.grid.budgets == [600, 1200]
-    assert config.grid.policies == ["uniform", "difficulty_adaptive"]
+    assert [p.display() for p in config.grid.policies] == ["uniform", "difficulty_adaptive"]
     assert config.run.judge_with == "verifier"
     assert [s.name for s in config.suites] == ["words"]
     assert len(planned(config)) == 256  # README: "256 runs"

@@ -14,14 +14,17 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from stratagem.budgets import AllocationPolicy, DifficultyAdaptive, Uniform
 from stratagem.errors import ConfigError
 
 __all__ = [
     "AblationConfig",
     "EndpointConfig",
     "GridConfig",
+    "PolicyConfig",
     "RunSettings",
     "SimulationConfig",
     "SuiteConfig",
@@ -117,8 +120,58 @@ def _positive_budget(value: int) -> int:
     return value
 
 
-def _uniform_only() -> list[PolicyName]:
-    return ["uniform"]
+class PolicyConfig(_Strict):
+    """An allocation policy of the grid, with its parameters.
+
+    ``"uniform"`` takes none; ``"difficulty_adaptive"`` takes those of
+    :class:`~stratagem.budgets.DifficultyAdaptive` (defaults there).
+    """
+
+    name: PolicyName
+    """``uniform`` or ``difficulty_adaptive``."""
+    label: str | None = None
+    """How it appears in results (default: the name and its parameters)."""
+    floor: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Weight every task gets regardless of difficulty."""
+    exponent: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """> 1 concentrates budget on the hardest tasks, < 1 spreads it."""
+    skip_above: float | None = Field(default=None, ge=0, le=1)
+    """Tasks harder than this are judged hopeless and get ``skip_weight``."""
+    skip_weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Weight of a hopeless task (default: ``floor``)."""
+
+    def params(self) -> dict[str, float]:
+        """The parameters that were set."""
+        return {k: v for k, v in (("floor", self.floor), ("exponent", self.exponent),
+                                  ("skip_above", self.skip_above),
+                                  ("skip_weight", self.skip_weight)) if v is not None}
+
+    @model_validator(mode="after")
+    def _only_adaptive_has_parameters(self) -> PolicyConfig:
+        if self.name == "uniform" and self.params():
+            raise ValueError(f"uniform takes no parameters, got {', '.join(self.params())}")
+        if self.skip_weight is not None and self.skip_above is None:
+            raise ValueError("skip_weight needs skip_above (which tasks count as hopeless)")
+        return self
+
+    def build(self) -> AllocationPolicy:
+        """The policy object."""
+        if self.name == "uniform":
+            return Uniform()
+        return DifficultyAdaptive(**self.params())  # type: ignore[arg-type]
+
+    def display(self) -> str:
+        """The label used in results."""
+        if self.label:
+            return self.label
+        params = self.params()
+        if not params:
+            return self.name
+        return f"{self.name}(" + ",".join(f"{k}={v:g}" for k, v in params.items()) + ")"
+
+
+def _uniform_only() -> list[PolicyConfig]:
+    return [PolicyConfig(name="uniform")]
 
 
 class GridConfig(_Strict):
@@ -130,14 +183,24 @@ class GridConfig(_Strict):
     """Target tokens per task: each is a matched-compute cell."""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds: each runs every task again."""
-    policies: list[PolicyName] = Field(default_factory=_uniform_only, min_length=1)
-    """How a cell's tokens are split between its tasks."""
+    policies: list[PolicyConfig] = Field(default_factory=_uniform_only, min_length=1)
+    """How a cell's tokens are split between its tasks (names, or tables with parameters)."""
 
-    @field_validator("topologies", mode="before")
+    @field_validator("topologies", "policies", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("policies")
+    @classmethod
+    def _distinct_policies(cls, value: list[PolicyConfig]) -> list[PolicyConfig]:
+        labels = [p.display() for p in value]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} appear(s) twice: give each a distinct "
+                             "label so their cells stay apart")
         return value
 
 

@@ -34,14 +34,12 @@ from stratagem.agents import ChatBackend, LLMSolver, ModelClient
 from stratagem.budgets import (
     AllocationPolicy,
     Budget,
-    DifficultyAdaptive,
     JudgeFeedback,
     LedgerEntry,
     LedgerStore,
     Pricing,
     TokenLedger,
     Transfer,
-    Uniform,
     apportion,
 )
 from stratagem.errors import ConfigError, RunError
@@ -142,16 +140,16 @@ def plan_runs(config: AblationConfig,
               suites: Sequence[tuple[Suite, Sequence[Task]]]) -> list[PlannedRun]:
     """Every run of the grid, in a deterministic order (ids are stable across restarts)."""
     runs = []
-    policies: dict[str, AllocationPolicy] = {"uniform": Uniform(),
-                                             "difficulty_adaptive": DifficultyAdaptive()}
+    policies: dict[str, AllocationPolicy] = {p.display(): p.build()
+                                             for p in config.grid.policies}
     for topo in config.grid.topologies:
         label = topo.display()
         for budget in config.grid.budgets:
-            for policy_name in config.grid.policies:
+            for policy_name, policy in policies.items():
                 cell = f"{label}|{budget}|{policy_name}"
                 for seed in config.grid.seeds:
                     for suite, tasks in suites:
-                        shares = policies[policy_name].allocate(
+                        shares = policy.allocate(
                             [t.difficulty for t in tasks], budget * len(tasks))
                         for task, allocated in zip(tasks, shares, strict=True):
                             runs.append(PlannedRun(

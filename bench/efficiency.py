@@ -1,18 +1,21 @@
 """Token efficiency: the tokens adaptive allocation needs to match uniform best-of-N.
 
 On the embedded model (SmolLM2-135M, started on 127.0.0.1 by stratagem), the ``words``
-suite ("write an English word that starts with 'b'", checked exactly), same tasks and seeds
-for every cell, each run through ``stratagem.ablation.run_ablation``:
+suite ("write an English word that starts with 'b'", checked exactly; first letters drawn from
+the whole alphabet, so difficulty varies), same tasks and seeds for every cell, each run
+through ``stratagem.ablation.run_ablation``:
 
   * **uniform best-of-N** (the baseline): ``best_of_n(N, select="verifier")``, every task the
     same budget ``B = N x --per-sample`` (enough for N full samples), no reallocation. Its
     accuracy ``a_u`` is the share of tasks with a correct answer among N samples.
-  * **adaptive**: the ``difficulty_adaptive`` policy splits each cell's batch total between
-    tasks by their difficulty label, and within a task sampling goes on in rounds
-    (``best_of_n(1, select="verifier", max_rounds=...)`` with ``reallocation =
-    "judge_feedback"``): one sample, then two more per round until the verifier accepts one or the
-    task's budget cannot fit another, so the budget decides how many samples are drawn. It
-    runs at per-task budgets ``B'`` from ``--fractions`` x ``B``.
+  * **adaptive**: a ``difficulty_adaptive`` policy splits each cell's batch total between
+    tasks by their difficulty label (how few common words start with the letter): tasks above
+    ``--skip-above`` are judged hopeless and get ``--skip-weight`` (a tenth of an easy task's
+    share by default), the others ``floor + difficulty``. Within a task sampling goes on in
+    rounds (``best_of_n(1, select="verifier", max_rounds=...)`` with ``reallocation =
+    "judge_feedback"``): one sample, then two more per round until the verifier accepts one
+    or the task's budget cannot fit another, so the budget decides how many samples are
+    drawn. It runs at per-task budgets ``B'`` from ``--fractions`` x ``B``.
   * **uniform sequential** at ``B``: the same rounds with the uniform split. It separates the
     two things adaptive does: stopping early once a sample is verified, and moving budget
     between tasks by difficulty.
@@ -27,8 +30,13 @@ adaptive's mean billed tokens per task there to best-of-N's (also ``B'/B``, the 
 budgets). Accuracies are shown with Wilson 95% intervals. Target: <= 0.5x.
 
 Usage:
-    python bench/efficiency.py [--tasks 12] [--n 4] [--fractions 0.25 0.5 0.75 1]
-                               [--seeds 0 1000] [--keep DIR] [--backend local|simulated]
+    python bench/efficiency.py [--tasks 40] [--n 4] [--fractions 0.25 0.5 0.75 1]
+                               [--seeds 0 1000] [--letters abc...z] [--skip-above 0.25]
+                               [--keep DIR] [--backend local|simulated]
+
+With ``--letters bcdfghlmnprstw`` (common letters only, as the quickstart uses) difficulty
+hardly varies and the label does not predict this model's failures: there adaptive
+allocation can only stop early, and the ratio shows what that alone is worth.
 
 ``--backend simulated`` runs the same design on the simulated backend in seconds (for
 checking the benchmark itself; its figures are SIMULATED and say nothing about the model).
@@ -41,6 +49,7 @@ import asyncio
 import math
 import os
 import shutil
+import string
 import tempfile
 import time
 from pathlib import Path
@@ -54,11 +63,10 @@ from stratagem.ablation import ResultsStore, parse_config, run_ablation
 from stratagem.logging import configure_logging
 
 TARGET = 0.5
-LETTERS = "bcdfghlmnprstw"
 
 
 def config(name: str, out: Path, args: argparse.Namespace, *, topology: dict[str, Any],
-           budgets: list[int], policies: list[str], reallocation: str) -> Any:
+           budgets: list[int], policies: list[Any], reallocation: str) -> Any:
     """An ablation config for one group of cells (built in code, validated as a file is)."""
     return parse_config({
         "name": name,
@@ -67,7 +75,7 @@ def config(name: str, out: Path, args: argparse.Namespace, *, topology: dict[str
         "grid": {"topologies": [topology], "budgets": budgets, "seeds": args.seeds,
                  "policies": policies},
         "suites": [{"name": "words", "n": args.tasks, "seed": args.task_seed,
-                    "length": "any", "letters": LETTERS}],
+                    "length": "any", "letters": args.letters}],
         "run": {"concurrency": args.concurrency, "temperature": args.temperature,
                 "max_output": args.max_output, "judge_with": "verifier",
                 "reallocation": reallocation,
@@ -111,7 +119,7 @@ def show(cells: pd.DataFrame) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=12, help="words tasks")
+    parser.add_argument("--tasks", type=int, default=40, help="words tasks")
     parser.add_argument("--task-seed", type=int, default=0, help="seed of the task draw")
     # Branch i samples with seed + i: seeds far apart give independent samples.
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1000],
@@ -126,6 +134,14 @@ def main() -> None:
     parser.add_argument("--max-output", type=int, default=40)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=2, help="runs in flight")
+    parser.add_argument("--letters", default=string.ascii_lowercase,
+                        help="first letters to draw from (default: the whole alphabet)")
+    parser.add_argument("--floor", type=float, default=1.0,
+                        help="adaptive: weight of every task that is not judged hopeless")
+    parser.add_argument("--skip-above", type=float, default=0.25,
+                        help="adaptive: tasks with a higher difficulty are judged hopeless")
+    parser.add_argument("--skip-weight", type=float, default=0.1,
+                        help="adaptive: weight of a hopeless task")
     parser.add_argument("--backend", choices=["local", "simulated"], default="local")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the ablation folders here (default: a temporary folder)")
@@ -150,7 +166,10 @@ def main() -> None:
         "adaptive": dict(
             topology={"name": "best_of_n", "n": 1, "select": "verifier", "max_rounds": rounds,
                       "label": "sequential"},
-            budgets=budgets, policies=["difficulty_adaptive"], reallocation="judge_feedback"),
+            budgets=budgets, policies=[{
+                "name": "difficulty_adaptive", "floor": args.floor,
+                "skip_above": args.skip_above, "skip_weight": args.skip_weight,
+                "label": "difficulty_adaptive"}], reallocation="judge_feedback"),
     }
     out = args.keep or Path(tempfile.mkdtemp(prefix="stratagem-efficiency-"))
     frames = []
@@ -176,7 +195,9 @@ def main() -> None:
 
     tag = " (SIMULATED backend)" if simulated else ""
     print(f"\nwords suite{tag}: {args.tasks} tasks x {len(args.seeds)} seed(s), letters "
-          f"{LETTERS}, temperature {args.temperature}, max_output {args.max_output}; "
+          f"{args.letters}, temperature {args.temperature}, max_output {args.max_output}; "
+          f"adaptive: floor {args.floor}, hopeless above difficulty {args.skip_above} "
+          f"(weight {args.skip_weight}); "
           f"{elapsed:.0f} s, load {os.getloadavg()[0]:.1f}")
     show(cells)
 
@@ -186,6 +207,13 @@ def main() -> None:
         rho, p = spearmanr(base_runs["difficulty"], base_runs["correct"].astype(float))
         print(f"difficulty label vs best-of-{args.n} success: Spearman rho {rho:+.2f} "
               f"(p {p:.2f}, {len(base_runs)} runs; negative means harder tasks fail more)")
+    hopeless = base_runs["difficulty"] > args.skip_above
+    for name, part in (("judged hopeless", base_runs[hopeless]),
+                       ("the rest", base_runs[~hopeless])):
+        if len(part):
+            print(f"best-of-{args.n} on tasks {name} (difficulty "
+                  f"{'>' if name == 'judged hopeless' else '<='} {args.skip_above}): "
+                  f"{int(part['correct'].sum())}/{len(part)} correct")
 
     baseline = cells[cells.group == f"best_of_{args.n}"].iloc[0]
     seq = cells[cells.group == "sequential"].iloc[0]

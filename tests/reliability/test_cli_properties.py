@@ -8,10 +8,9 @@
   the global options exits 0 or 2; a 2 comes with exactly one error line, never a traceback.
 
 The CLI runs in this process (``conftest.run_cli``), with the embedded model forbidden.
-Inputs that hit the bugs pinned in ``test_cli_bugs.py`` (float or negative topology counts,
-the ``checkpointer`` parameter, ``verifier`` judging in ``stratagem run``, huge
-``max_operand``) are not generated here, so that this test stays green and a new failure here
-is a new bug.
+Inputs that hit the bugs pinned in ``test_cli_bugs.py`` (``verifier`` judging in
+``stratagem run``, huge ``max_operand``) are not generated here, so that this test stays green
+and a new failure here is a new bug.
 """
 
 from __future__ import annotations
@@ -164,10 +163,14 @@ MUTATIONS: st.SearchStrategy[Mutation] = st.one_of(
     _at(("grid", "topologies"), st.just([{"n": 4}]), "topologies"),
     _topology(st.sampled_from(TOPOLOGY_NAMES).flatmap(
         lambda t: keys.map(lambda k: {"name": t, k: 1})), "parameter"),
-    _topology(st.one_of(non_positive, st.integers(257, 10**6)).map(
+    _topology(st.one_of(non_positive, st.integers(257, 10**6), st.just(2.5), st.just(True)).map(
         lambda n: {"name": "best_of_n", "n": n}), "best_of_n"),
+    _topology(st.one_of(non_positive, st.integers(65, 10**6), st.just(2.5)).map(
+        lambda n: {"name": "best_of_n", "max_rounds": n}), "best_of_n"),
+    _topology(st.sampled_from(TOPOLOGY_NAMES).map(
+        lambda t: {"name": t, "checkpointer": 1}), "checkpointer"),
     _topology(junk.map(lambda s: {"name": "best_of_n", "select": s}), "selection"),
-    _topology(st.one_of(non_positive, st.integers(65, 10**6)).map(
+    _topology(st.one_of(non_positive, st.integers(65, 10**6), st.just(2.5)).map(
         lambda n: {"name": "refine", "max_rounds": n}), "refine"),
     _topology(junk.map(lambda s: {"name": "refine", "judge_with": s}), "judge_with"),
     _topology(junk.map(lambda s: {"name": "tree", "mode": s}), "tree mode"),
@@ -326,12 +329,11 @@ INT_ISH = st.one_of(st.integers(-3, 6).map(str), st.sampled_from(["", "abc", "1.
 WORDS = st.one_of(junk, st.sampled_from(["", " ", "-x", "--", "é", "a b", "\t"]))
 TOPOLOGY_PARAMS = ("n", "select", "max_rounds", "accept_threshold", "judge_with", "mode",
                    "branching", "width", "depth", "iterations", "exploration",
-                   "max_subtasks", "max_samples", "bogus")
-# Values a topology parameter can take here: no floats for counts, nothing negative for
-# best_of_n's max_rounds, no "verifier" (see test_cli_bugs.py).
-PARAM_VALUES = st.one_of(st.integers(0, 4).map(str), junk, st.sampled_from(
+                   "max_subtasks", "max_samples", "checkpointer", "bogus")
+# Values a topology parameter can take here: no "verifier" (see test_cli_bugs.py).
+PARAM_VALUES = st.one_of(st.integers(-2, 4).map(str), junk, st.sampled_from(
     ["'vote'", "'judge'", "'knockout'", "'beam'", "'mcts'", "'llm'", "None", "True", "[1]",
-     "(1, 2)", "''", "{}"]))
+     "(1, 2)", "''", "{}", "2.5", "nan", "1e308"]))
 
 
 def _opt(flag: str, values: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:

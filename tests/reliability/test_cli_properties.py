@@ -9,8 +9,8 @@
 
 The CLI runs in this process (``conftest.run_cli``), with the embedded model forbidden.
 Inputs that hit the bugs pinned in ``test_cli_bugs.py`` (``verifier`` judging in
-``stratagem run``, huge ``max_operand``) are not generated here, so that this test stays green
-and a new failure here is a new bug.
+``stratagem run``) are not generated here, so that this test stays green and a new failure
+here is a new bug.
 """
 
 from __future__ import annotations
@@ -195,8 +195,8 @@ MUTATIONS: st.SearchStrategy[Mutation] = st.one_of(
         lambda n: {"name": "arith", "n": n}), "suites[0].n"),
     _suite(st.one_of(st.integers(-5, 0), st.integers(51, 500), junk).map(
         lambda d: {"name": "arith", "n": 1, "depth": d}), "depth"),
-    _suite(st.integers(-10, 1).map(lambda m: {"name": "arith", "n": 1, "max_operand": m}),
-           "max_operand"),
+    _suite(st.one_of(st.integers(-10, 1), st.integers(1_000_001, 10**15)).map(
+        lambda m: {"name": "arith", "n": 1, "max_operand": m}), "max_operand"),
     _suite(st.from_regex(r"[a-z%&]{1,4}", fullmatch=True).map(
         lambda o: {"name": "arith", "n": 1, "ops": o}), "ops"),
     _suite(st.one_of(st.integers(-5, 1), st.integers(13, 99)).map(
@@ -376,7 +376,8 @@ TASKS_ARGV = st.builds(
                   st.sampled_from(["depth", "max_operand", "ops", "nodes", "path_length",
                                    "edges", "length", "letters", "path", "bogus"]),
                   st.one_of(st.integers(-2, 9).map(str), junk,
-                            st.sampled_from(["(1, 3)", "(3, 1)", "'+-'", "'any'", "None"]))),
+                            st.sampled_from(["(1, 3)", "(3, 1)", "'+-'", "'any'", "None",
+                                             "1000000000000"]))),
     ), max_size=3),
 )
 

@@ -195,12 +195,15 @@ class OpenAIBackend:
         """One attempt; SDK errors become stratagem errors (see the module docstring)."""
         client = self._client()
         kwargs = self._kwargs(request)
+        request_id: str | None = None
         try:
             if request.stream:
                 return await self._stream(client, kwargs)
             raw = await client.chat.completions.with_raw_response.create(**kwargs)
-            completion = raw.parse()
+            # The id first: a body that does not parse was still answered, and its ledger
+            # row must match the server's record.
             request_id = raw.headers.get("x-request-id")
+            completion = raw.parse()
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from exc
         except openai.APITimeoutError as exc:
@@ -213,7 +216,8 @@ class OpenAIBackend:
             ) from exc
         except (openai.APIResponseValidationError, ValueError) as exc:
             raise TransientModelError(
-                f"{self.endpoint}: malformed response: {redact(str(exc))[:200]}"
+                f"{self.endpoint}: malformed response: {redact(str(exc))[:200]}",
+                request_id=request_id,
             ) from exc
         if not getattr(completion, "choices", None):
             raise TransientModelError(

@@ -1,8 +1,9 @@
 """Edges of the fault matrix, one call each: what a failed or usage-less attempt is charged.
 
-The rule the ledger should follow: an attempt is charged what the server reported; without a
-report, a flagged estimate of what the server *did* generate (a reply without usage, a stream
-cut short); and nothing for an attempt that never got a response at all.
+The rule the ledger should follow: an attempt is charged what the server reported (usage source
+``provider``); without a report, a flagged estimate of what the server *did* generate (a reply
+without usage, a stream cut short: ``estimate``); and nothing for an attempt that got no usage
+and no output (``none``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def test_an_unanswered_plain_attempt_is_charged_nothing() -> None:
     (row,) = client.ledger.entries()
     assert record.status is None and record.usage is None  # nothing was ever sent back
     assert row.status == "error" and row.total_tokens == 0 and row.request_id is None
+    assert row.usage_source == "none"  # no server reported that 0: it must not say "provider"
 
 
 def _unanswered_streamed_row(how: str) -> LedgerEntry:
@@ -76,6 +78,7 @@ def test_an_unanswered_streamed_attempt_is_charged_nothing(how: str) -> None:
     row = _unanswered_streamed_row(how)
     assert row.total_tokens == 0, f"charged {row.total_tokens} ({row.usage_source}) for " \
                                   f"an attempt without a response: {row.error}"
+    assert row.usage_source == "none"
 
 
 @pytest.mark.parametrize(("how", "said"), [("timeout", "request timed out"),
@@ -95,7 +98,7 @@ def test_a_malformed_reply_keeps_the_request_id_the_server_sent() -> None:
             client.complete_sync(MSG, role="solver")
         (record,) = srv.log
     (row,) = client.ledger.entries()
-    assert row.total_tokens == 0
+    assert row.total_tokens == 0 and row.usage_source == "none"
     assert record.request_id is not None and row.request_id == record.request_id
 
 

@@ -81,8 +81,9 @@ def test_an_unanswered_streamed_attempt_is_charged_nothing(how: str) -> None:
     assert row.usage_source == "none"
 
 
+# The exception named after "connection failed:" is the transport's (httpx2 or aiohttp).
 @pytest.mark.parametrize(("how", "said"), [("timeout", "request timed out"),
-                                           ("refused", "connection failed: ConnectError")])
+                                           ("refused", "connection failed: ")])
 def test_an_unanswered_streamed_attempt_is_not_called_a_cut_stream(how: str, said: str) -> None:
     """Said as the plain path says it: the stream never started, so nothing was cut."""
     row = _unanswered_streamed_row(how)

@@ -294,12 +294,11 @@ class OpenAIBackend:
         finish: str | None = None
         model: str | None = None
         request_id: str | None = None
-        started = False
+        # Errors of the request (refused, timed out, an HTTP error status) come before any
+        # response: send() translates them as it does for a plain request.
+        stream = await client.post(_CHAT_PATH, body=body, cast_to=ChatCompletionChunk,
+                                   stream=True, stream_cls=openai.AsyncStream[ChatCompletionChunk])
         try:
-            stream = await client.post(_CHAT_PATH, body=body, cast_to=ChatCompletionChunk,
-                                       stream=True,
-                                       stream_cls=openai.AsyncStream[ChatCompletionChunk])
-            started = True
             response = getattr(stream, "response", None)
             if response is not None:
                 request_id = response.headers.get("x-request-id")
@@ -319,9 +318,8 @@ class OpenAIBackend:
                 f"{self.endpoint}: stream cut short: {redact(str(exc))[:200]}",
                 request_id=request_id,
                 usage=usage,
-                # Only a stream that was answered generated tokens; a request refused or
-                # timed out before any response costs nothing.
-                partial_text="".join(parts) if started else None,
+                # The stream was answered, so its tokens were generated: estimate them.
+                partial_text="".join(parts),
             ) from exc
         if finish is None and usage is None:
             # The server closed the stream without a finish reason or usage: cut short.

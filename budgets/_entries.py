@@ -67,7 +67,8 @@ class LedgerEntry(BaseModel):
     latency_s: float = Field(default=0.0, ge=0)
     """Wall time from request to response (or failure), in seconds."""
     usage_source: UsageSource = "provider"
-    """``provider`` when the server reported the usage, ``estimate`` when tiktoken did."""
+    """``provider`` when the server reported the usage, ``estimate`` when tiktoken did,
+    ``none`` when neither did: a failed or cancelled attempt without usage or output, charged 0."""
     status: CallStatus = "ok"
     """``ok``, ``error`` (the attempt failed) or ``cancelled`` (its branch was cancelled)."""
     error: str | None = None

@@ -40,10 +40,12 @@ def apportion(weights: Sequence[float], total: int) -> list[int]:
         return []
     if any(not math.isfinite(w) or w < 0 for w in weights):
         raise ConfigError("allocation weights must be finite non-negative numbers")
-    s = sum(weights)
-    if s == 0:
-        weights, s = [1.0] * len(weights), float(len(weights))
-    exact = [w * total / s for w in weights]
+    # Only ratios matter: dividing by the largest weight keeps the sum (at most the number of
+    # weights) and every ``w * total`` finite, however close to the float limit the weights are.
+    top = max(weights)
+    scaled = [w / top for w in weights] if top > 0 else [1.0] * len(weights)
+    s = sum(scaled)
+    exact = [w * total / s for w in scaled]
     shares = [math.floor(x) for x in exact]
     left = total - sum(shares)
     order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))

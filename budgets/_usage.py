@@ -22,7 +22,8 @@ class Usage:
         completion_tokens: Output tokens billed, reasoning ones included.
         cached_tokens: How many of the prompt tokens were served from the provider's cache.
         reasoning_tokens: How many of the completion tokens were hidden reasoning.
-        source: ``"provider"`` when the server reported it, ``"estimate"`` when tiktoken did.
+        source: ``"provider"`` when the server reported it, ``"estimate"`` when tiktoken did,
+            ``"none"`` when nobody did (an attempt that failed without usage or output).
     """
 
     prompt_tokens: int
@@ -54,5 +55,8 @@ class Usage:
 
     @classmethod
     def zero(cls) -> Usage:
-        """Usage of an attempt that returned nothing (it is still recorded, at zero tokens)."""
-        return cls(0, 0, None, None, "provider")
+        """Usage of an attempt that returned nothing (it is still recorded, at zero tokens).
+
+        Its source is ``"none"``: no server reported these zeros, and nothing was estimated.
+        """
+        return cls(0, 0, None, None, "none")

@@ -12,6 +12,8 @@ with :class:`RunContext` as its runtime context, and an explicit recursion limit
 * :func:`adaptive` - the planner picks the mode and the budget split.
 
 Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`.
+:data:`TOPOLOGIES` maps each name to its builder; :func:`check_params` refuses a parameter a
+topology does not take, or a value of the wrong type, before anything runs.
 """
 
 from __future__ import annotations
@@ -33,18 +35,8 @@ from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
+from stratagem.graphs._topologies import TOPOLOGIES, check_params, topology_params
 from stratagem.graphs._tree import tree
-
-TOPOLOGIES = {
-    "single": single,
-    "plan_solve": plan_solve,
-    "decompose_solve": decompose_solve,
-    "best_of_n": best_of_n,
-    "refine": refine,
-    "tree": tree,
-    "adaptive": adaptive,
-}
-"""Topology name -> builder."""
 
 __all__ = [
     "DEFAULT_SPLITS",
@@ -63,6 +55,7 @@ __all__ = [
     "arun",
     "best_candidate",
     "best_of_n",
+    "check_params",
     "decompose_solve",
     "finalize_node",
     "majority_vote",
@@ -75,5 +68,6 @@ __all__ = [
     "single",
     "sqlite_checkpointer",
     "stratagem_node",
+    "topology_params",
     "tree",
 ]

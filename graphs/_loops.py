@@ -85,10 +85,12 @@ def best_of_n(
     rounds of sampling in all.
 
     Raises:
-        ConfigError: For ``n < 1`` or an unknown selection.
+        ConfigError: For ``n`` or ``max_rounds`` out of range, or an unknown selection.
     """
     if n < 1 or n > 256:
         raise ConfigError(f"best_of_n needs 1 <= n <= 256, got {n}")
+    if max_rounds < 1 or max_rounds > 64:
+        raise ConfigError(f"best_of_n needs 1 <= max_rounds <= 64, got {max_rounds}")
     if select not in _SELECTIONS:
         raise ConfigError(f"unknown selection {select!r}: use one of {', '.join(_SELECTIONS)}")
     judged = select in ("judge", "verifier")

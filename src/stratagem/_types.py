@@ -10,8 +10,9 @@ Role: TypeAlias = str
 """A role name. The four built-in roles are ``planner``, ``decomposer``, ``solver`` and ``judge``;
 users may add their own."""
 
-UsageSource: TypeAlias = Literal["provider", "estimate"]
-"""Where a ledger row's token counts come from: the provider's usage, or a tiktoken estimate."""
+UsageSource: TypeAlias = Literal["provider", "estimate", "none"]
+"""Where a ledger row's token counts come from: the provider's usage, a tiktoken estimate, or
+nowhere (``none``: an attempt that got no usage and returned nothing to estimate, charged 0)."""
 
 CallStatus: TypeAlias = Literal["ok", "error", "cancelled"]
 """How an HTTP-level call ended."""

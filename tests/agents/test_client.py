@@ -31,8 +31,8 @@ def test_every_attempt_is_recorded_and_failed_usage_is_charged() -> None:
         client = ModelClient(model, retry=FAST, run_id="r1", labels={"topology": "single"})
         done = client.complete_sync(MSG, role="solver", node="solve", branch="0")
     rows = client.ledger.entries()
-    assert [(r.attempt, r.status, r.total_tokens) for r in rows] == [
-        (1, "error", 0), (2, "error", 30), (3, "ok", 24)]
+    assert [(r.attempt, r.status, r.total_tokens, r.usage_source) for r in rows] == [
+        (1, "error", 0, "none"), (2, "error", 30, "provider"), (3, "ok", 24, "provider")]
     assert done.attempts == tuple(rows) and done.entry is rows[-1]
     assert done.billed_tokens == 54 == client.ledger.totals().total_tokens
     assert rows[-1].cached_tokens == 8 and rows[0].cached_tokens is None
@@ -140,6 +140,7 @@ def test_cancelled_call_is_recorded_as_cancelled() -> None:
     asyncio.run(main())
     (row,) = client.ledger.entries()
     assert row.status == "cancelled" and budget.reserved() == 0
+    assert row.total_tokens == 0 and row.usage_source == "none"  # no server said 0
 
 
 def test_durable_store_has_the_row_before_the_caller_sees_the_result(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def _reconcile(rows: list[LedgerEntry], records: list[RequestRecord]) -> None:
         elif row.status == "ok" or row.usage_source == "estimate":
             assert row.usage_source == "estimate"  # the server sent none: flagged, not faked
         else:
-            assert row.total_tokens == 0
+            assert row.total_tokens == 0 and row.usage_source == "none"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +102,33 @@ def test_write_through_store_and_reload(tmp_path: object) -> None:
         assert len(reopened) == 1
         assert reopened.transfers()[0].tokens == 9
         assert reopened.append(ledger.entries()[0]) is False
+
+
+def test_rows_without_usage_are_their_own_source_in_store_exports_and_totals(
+    tmp_path: Path,
+) -> None:
+    with LedgerStore(tmp_path / "ledger.sqlite") as store:
+        ledger = TokenLedger(store)
+        ledger.append(_row())
+        ledger.append(_row(usage_source="estimate"))
+        ledger.append(_row(prompt_tokens=0, completion_tokens=0, usage_source="none",
+                           status="error"))
+    with LedgerStore(tmp_path / "ledger.sqlite") as again:
+        reopened = TokenLedger(again)
+        assert [e.usage_source for e in reopened.entries()] == ["provider", "estimate", "none"]
+        by_source = reopened.group_by("source")
+        assert {k: t.calls for k, t in by_source.items()} == {
+            "estimate": 1, "none": 1, "provider": 1}
+        totals = reopened.totals()
+        assert totals.estimated_calls == 1 and totals.error_calls == 1  # zeros are no estimate
+        reopened.export_csv(tmp_path / "ledger.csv")
+        reopened.export_jsonl(tmp_path / "ledger.jsonl")
+    with (tmp_path / "ledger.csv").open(encoding="utf-8") as f:
+        assert [r["usage_source"] for r in csv.DictReader(f)] == ["provider", "estimate", "none"]
+    lines = (tmp_path / "ledger.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [LedgerEntry.model_validate({k: v for k, v in json.loads(line).items()
+                                        if k != "type"}).usage_source for line in lines] == [
+        "provider", "estimate", "none"]
 
 
 def test_a_failed_durable_write_records_nothing() -> None:

@@ -28,6 +28,23 @@ def test_apportion_sums_exactly_and_is_monotone(weights: list[float], total: int
                 assert sa >= sb
 
 
+@given(st.lists(st.floats(0, allow_nan=False, allow_infinity=False), min_size=1, max_size=50),
+       st.integers(0, 10**7))
+def test_apportion_takes_any_finite_weights(weights: list[float], total: int) -> None:
+    shares = apportion(weights, total)
+    assert sum(shares) == total and all(s >= 0 for s in shares)
+
+
+@pytest.mark.parametrize("weights,total,expected", [
+    ([1e308, 1e308], 1001, [501, 500]),  # the sum alone would overflow
+    ([1.7976931348623157e308, 1.0], 10, [10, 0]),  # so would the largest weight * total
+    ([5e-324, 5e-324], 3, [2, 1]),  # the smallest subnormals still split evenly
+])
+def test_apportion_at_the_limits_of_floats(weights: list[float], total: int,
+                                           expected: list[int]) -> None:
+    assert apportion(weights, total) == expected
+
+
 def test_uniform_and_adaptive_spend_the_same_total() -> None:
     diffs = [0.1, 0.9, None, 0.5]
     uni = Uniform().allocate(diffs, 10_000)

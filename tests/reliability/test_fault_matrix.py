@@ -59,8 +59,8 @@ FAULTS: tuple[Fault, ...] = (
 )
 
 # Faults whose response the client cannot tie to a request id: nothing came back (timeout),
-# or a non-streamed body was cut or unreadable.
-_NO_ID_OK = {"timeout", "stream_cut", "malformed_json"}
+# or a non-streamed body was cut. (A malformed body keeps its id: its headers were read.)
+_NO_ID_OK = {"timeout", "stream_cut"}
 
 
 def role_responder(body: dict[str, Any]) -> FakeReply:
@@ -177,16 +177,17 @@ def _reconcile(rows: Sequence[LedgerEntry], records: Sequence[RequestRecord],
                 assert fault == "missing_usage", (row, rec)
             else:
                 assert rec.stream and fault in ("stream_cut", "malformed_json"), (row, rec)
-        else:  # an error answered without usage is charged nothing
+        else:  # an error answered without usage is charged nothing, and says so
             assert row.status == "error" and row.total_tokens == 0, (row, rec)
-            # (a malformed body keeps the id from its headers, and carries no usage to bill)
-            assert fault in ("rate_limit", "server_error", "context_length",
-                             "malformed_json"), (row, rec)
+            assert row.usage_source == "none", (row, rec)
+            assert fault in ("rate_limit", "server_error", "context_length") or (
+                fault == "malformed_json" and not rec.stream), (row, rec)
     # Failed attempts whose response never reached the client carry no id and are charged
     # nothing (a stream cut short keeps its id: its headers arrived).
     no_id = [r for r in rows if r.request_id is None]
     for row in no_id:
         assert row.status == "error" and row.total_tokens == 0, row
+        assert row.usage_source == "none", row
     seen = set(ids)
     unmatched = [r for r in records if r.request_id not in seen]
     assert len(unmatched) == len(no_id), "every request has exactly one ledger row"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stratagem.errors import ConfigError
-from stratagem.tasks import ArithSuite, Task
+from stratagem.tasks import ArithSuite, Task, _arith
 
 
 def _replay(task: Task) -> int:
@@ -69,11 +71,35 @@ def test_division_only_when_exact_and_not_alone() -> None:
         ArithSuite(ops="/")
 
 
+@given(st.one_of(st.integers(-10**6, 10**6), st.integers(-10**40, 10**40)),
+       st.integers(2, 2000))
+def test_divisors_are_those_a_scan_finds(value: int, limit: int) -> None:
+    scan = [d for d in range(2, limit + 1) if value and value % d == 0]
+    assert _arith.divisors(value, limit) == scan
+
+
+def test_divisors_are_searched_for_division_steps_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def counting(value: int, limit: int) -> list[int]:
+        asked.append(value)
+        return [d for d in range(2, limit + 1) if value and value % d == 0]
+
+    monkeypatch.setattr(_arith, "divisors", counting)
+    ArithSuite(depth=8, max_operand=1_000_000).generate(20)
+    assert asked == []
+    tasks = ArithSuite(depth=8, ops="+/").generate(20)
+    # Asked once per '/' drawn, including those that found none and became a '+'.
+    assert len(asked) >= sum(op == "/" for t in tasks for op, _ in t.metadata["steps"]) > 0
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [
         ({"depth": 0}, "depth"), ({"depth": (5, 2)}, "depth"), ({"depth": "3"}, "depth"),
-        ({"depth": 51}, "depth"), ({"max_operand": 1}, "max_operand"), ({"ops": "x"}, "ops"),
+        ({"depth": 51}, "depth"), ({"max_operand": 1}, "max_operand"),
+        ({"max_operand": 1_000_001}, "max_operand must be an integer from 2 to 1000000"),
+        ({"max_operand": True}, "max_operand"), ({"ops": "x"}, "ops"),
         ({"ops": ""}, "ops"), ({"ops": "++"}, "ops"),
     ],
 )

@@ -43,7 +43,15 @@ from stratagem.budgets import (
     apportion,
 )
 from stratagem.errors import ConfigError, RunError
-from stratagem.graphs import DEFAULT_SPLITS, TOPOLOGIES, RunContext, RunResult, aresume, arun
+from stratagem.graphs import (
+    DEFAULT_SPLITS,
+    TOPOLOGIES,
+    RunContext,
+    RunResult,
+    aresume,
+    arun,
+    check_params,
+)
 from stratagem.logging import get_logger
 from stratagem.simulate import SimEffects
 from stratagem.tasks import Suite, Task, get_suite
@@ -190,8 +198,8 @@ class Sweep:
         """
         for i, topo in enumerate(config.grid.topologies):
             try:  # a bad parameter is the user's mistake: refuse it before anything runs
-                TOPOLOGIES[topo.name](**topo.params())
-            except (TypeError, ConfigError) as exc:
+                TOPOLOGIES[topo.name](**check_params(topo.name, topo.params()))
+            except ConfigError as exc:
                 raise ConfigError(f"grid.topologies[{i}] ({topo.display()}): bad parameter: "
                                   f"{exc}") from exc
         suites = tuple((suite, tuple(tasks)) for suite, tasks in _suites(config))

@@ -86,15 +86,30 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except typer.TyperException as exc:
-        # Usage errors (unknown command, missing argument) from typer's bundled click.
+        # Usage errors (unknown command or option, missing argument, a value of the wrong
+        # type) from typer's bundled click: one line like any other mistake, not click's
+        # three ("Usage: ...", "Try ...", "Error: ..."). Its classes are private, so they
+        # are told apart by name and attributes, as typer does itself.
         show = getattr(exc, "show", None)
-        if callable(show):
-            show()
+        if type(exc).__name__ == "NoArgsIsHelpError" and callable(show):
+            show()  # `stratagem` alone: the help is the message
         else:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_usage_message(exc)}", err=True)
         sys.exit(int(getattr(exc, "exit_code", EXIT_USER_ERROR)))
     except OSError as exc:
         # A path the user gave that cannot be read or written.
         where = f": {exc.filename}" if exc.filename else ""
         typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _usage_message(exc: Exception) -> str:
+    """Click's message on one line, in our style, with where to find help."""
+    format_message = getattr(exc, "format_message", None)
+    message = str(format_message() if callable(format_message) else exc)
+    message = " ".join(message.split()).rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # "No such option" but not "URL"
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "stratagem"
+    return f"{message} (see '{command} --help')"

@@ -22,7 +22,7 @@ from stratagem.budgets import (
 )
 from stratagem.cli._common import console, parse_params, state
 from stratagem.errors import ConfigError, RunError
-from stratagem.graphs import DEFAULT_SPLITS, TOPOLOGIES, RunContext, run
+from stratagem.graphs import DEFAULT_SPLITS, TOPOLOGIES, RunContext, check_params, run
 from stratagem.report import audit_table, transfers_table
 from stratagem.tasks import Task
 
@@ -61,11 +61,7 @@ def run_command(
         endpoint = EndpointConfig(backend=backend, model=model, base_url=base_url)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError(f"bad endpoint option: {exc.errors()[0]['msg']}") from exc  # type: ignore[attr-defined]
-    params = parse_params(param)
-    try:
-        graph = TOPOLOGIES[topology](**params)
-    except TypeError as exc:
-        raise ConfigError(f"topology {topology}: bad --param: {exc}") from exc
+    graph = TOPOLOGIES[topology](**check_params(topology, parse_params(param)))
     shares: dict[str, float] = {}
     for role, share in parse_params(split, what="--split").items():
         if isinstance(share, bool) or not isinstance(share, int | float) \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from stratagem.errors import ConfigError
@@ -19,6 +20,25 @@ __all__ = ["ArithSuite"]
 
 _VERBS = {"+": "Add {}.", "-": "Subtract {}.", "*": "Multiply by {}.", "/": "Divide by {}."}
 MAX_DEPTH = 50
+MAX_OPERAND = 1_000_000
+"""Largest ``max_operand``: bigger operands test tokenization more than arithmetic, and it
+bounds the search for divisors (at most this many trial divisions per ``/`` step)."""
+
+
+def divisors(value: int, limit: int) -> list[int]:
+    """The divisors of ``value`` from 2 to ``limit``, ascending (none for 0).
+
+    Trial division up to the square root of ``value`` or up to ``limit``, whichever is less
+    work: values grow past any bound over a chain of multiplications, ``limit`` does not.
+    """
+    v = abs(value)
+    if v < 2:
+        return []
+    root = math.isqrt(v)
+    if root < limit:
+        pairs = (d for d in range(1, root + 1) if v % d == 0)
+        return sorted({x for d in pairs for x in (d, v // d) if 2 <= x <= limit})
+    return [d for d in range(2, limit + 1) if v % d == 0]
 
 
 class ArithSuite(Suite):
@@ -32,7 +52,7 @@ class ArithSuite(Suite):
     Args:
         depth: Operations per chain, or an inclusive ``(min, max)`` range drawn from per task
             (so difficulty varies across a generated mix). From 1 to 50.
-        max_operand: Largest operand (and start value); at least 2.
+        max_operand: Largest operand (and start value); from 2 to 1,000,000.
         ops: The operations to draw from, any of ``+-*/``.
 
     Raises:
@@ -48,8 +68,10 @@ class ArithSuite(Suite):
 
     def __init__(self, depth: IntRange = 3, max_operand: int = 9, ops: str = "+-*") -> None:
         self.depth = int_range("depth", depth, low=1, high=MAX_DEPTH)
-        if isinstance(max_operand, bool) or not isinstance(max_operand, int) or max_operand < 2:
-            raise ConfigError(f"max_operand must be an integer of at least 2, got {max_operand!r}")
+        if isinstance(max_operand, bool) or not isinstance(max_operand, int) \
+                or not 2 <= max_operand <= MAX_OPERAND:
+            raise ConfigError(f"max_operand must be an integer from 2 to {MAX_OPERAND}, got "
+                              f"{max_operand!r}")
         self.max_operand = max_operand
         if (
             not isinstance(ops, str) or not ops or set(ops) - set(_VERBS)
@@ -74,8 +96,8 @@ class ArithSuite(Suite):
         steps: list[list[str | int]] = []
         for _ in range(depth):
             op = rng.choice(self.ops)
-            divisors = [d for d in range(2, self.max_operand + 1) if value and value % d == 0]
-            if op == "/" and not divisors:
+            found = divisors(value, self.max_operand) if op == "/" else []
+            if op == "/" and not found:
                 op = rng.choice([o for o in self.ops if o != "/"])
             if op == "+":
                 operand = rng.randint(1, self.max_operand)
@@ -87,7 +109,7 @@ class ArithSuite(Suite):
                 operand = rng.randint(2, self.max_operand)
                 value *= operand
             else:
-                operand = rng.choice(divisors)
+                operand = rng.choice(found)
                 value //= operand
             steps.append([op, operand])
         text = " ".join(_VERBS[str(op)].format(operand) for op, operand in steps)

@@ -1,0 +1,85 @@
+"""The topologies by name, and the check of the parameters a user gives one.
+
+A topology's parameters are its builder's keyword arguments, minus those the library sets
+itself (``checkpointer``); their types are the builder's annotations. Checking them here, once,
+lets the CLI and the ablation runner refuse a mistake before any run starts, with one line
+that names the topology, the parameter, the value and what is allowed. Ranges and choices
+stay with each builder, which checks them when it is called.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stratagem.errors import ConfigError
+from stratagem.graphs._adaptive import adaptive
+from stratagem.graphs._decompose import decompose_solve
+from stratagem.graphs._loops import best_of_n, refine
+from stratagem.graphs._simple import Compiled, plan_solve, single
+from stratagem.graphs._tree import tree
+
+__all__ = ["TOPOLOGIES", "check_params", "topology_params"]
+
+TOPOLOGIES: dict[str, Callable[..., Compiled]] = {
+    "single": single,
+    "plan_solve": plan_solve,
+    "decompose_solve": decompose_solve,
+    "best_of_n": best_of_n,
+    "refine": refine,
+    "tree": tree,
+    "adaptive": adaptive,
+}
+"""Topology name -> builder."""
+
+_INTERNAL = frozenset({"checkpointer"})
+"""Builder arguments the library passes itself, never a config file or ``--param``."""
+
+_KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    # bool is a subclass of int in Python, but True is not a count.
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a finite number", lambda v: isinstance(v, int | float)
+            and not isinstance(v, bool) and math.isfinite(v)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    str: ("text", lambda v: isinstance(v, str)),
+}
+
+
+def topology_params(topology: str) -> dict[str, Any]:
+    """The parameters a user may give ``topology``: name -> annotated type.
+
+    Raises:
+        ConfigError: For an unknown topology.
+    """
+    builder = TOPOLOGIES.get(topology)
+    if builder is None:
+        raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
+    hints = typing.get_type_hints(builder)
+    return {name: hints[name] for name in inspect.signature(builder).parameters
+            if name not in _INTERNAL}
+
+
+def check_params(topology: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse a parameter ``topology`` does not document, or a value of the wrong type.
+
+    Values of a ``Literal`` type (``select``, ``mode``) and ranges are left to the builder,
+    whose messages name the choices.
+
+    Returns:
+        The parameters, as a new dict for the builder.
+
+    Raises:
+        ConfigError: Naming the topology, the parameter, the value and what is allowed.
+    """
+    allowed = topology_params(topology)
+    for name, value in params.items():
+        if name not in allowed:
+            takes = f"use one of {', '.join(allowed)}" if allowed else "it takes no parameters"
+            raise ConfigError(f"topology {topology}: unknown parameter {name!r}: {takes}")
+        kind = _KINDS.get(allowed[name])
+        if kind is not None and not kind[1](value):
+            raise ConfigError(f"topology {topology}: {name} must be {kind[0]}, got {value!r}")
+    return dict(params)

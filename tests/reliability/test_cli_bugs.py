@@ -51,6 +51,7 @@ def _one_clear_line(res: Any) -> None:
     ["run", "x", *SIM, "-t", "refine", "-p", "max_rounds=0"],
     ["run", "x", *SIM, "-t", "bogus"],
     ["run", "x", *SIM, "--budget", "-5"],
+    ["run", "x", *SIM, "--budget", str(10**400)],
     ["tasks", "arith", "-p", "max_operand=1"],
 ], ids=lambda a: " ".join(a[3:]) if a[0] == "run" else " ".join(a))
 def test_these_mistakes_get_one_clear_line(cli: Cli, argv: list[str]) -> None:
@@ -171,3 +172,17 @@ def test_a_usage_error_is_one_line(cli: Cli, argv: list[str]) -> None:
     res = cli(argv)
     _one_clear_line(res)
     assert res.err_lines[0].endswith("--help')"), res.err
+
+
+def test_a_config_that_cannot_run_leaves_no_output_folder(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(_config(topology='{ name = "best_of_n", n = 2.5 }'), encoding="utf-8")
+    res = cli(["-q", "ablate", str(path), "--output", str(tmp_path / "out"), "--no-report"])
+    _one_clear_line(res)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_budget_beyond_the_supported_range_in_a_config_gets_one_clear_line(cli: Cli) -> None:
+    res = _ablate(cli, _config().replace("budgets = [300]", f"budgets = [{10**13}]"))
+    _one_clear_line(res)
+    assert "grid.budgets[0]" in res.err and "not supported" in res.err, res.err

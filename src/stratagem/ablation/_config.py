@@ -114,9 +114,16 @@ class SuiteConfig(_Strict):
         return dict(self.model_extra or {})
 
 
+MAX_BUDGET = 10**12
+"""The largest budget accepted, in tokens (beyond it the sums lose precision as floats)."""
+
+
 def _positive_budget(value: int) -> int:
     if value < 1:
         raise ValueError(f"is {value}: a budget is a positive number of tokens per task")
+    if value > MAX_BUDGET:
+        raise ValueError(f"is {value}: budgets above {MAX_BUDGET:,} tokens per task are not "
+                         "supported")
     return value
 
 

@@ -389,11 +389,11 @@ async def run_ablation(
         ConfigError: For a config that cannot run (unknown suite, missing model, ...).
     """
     executor = executor if executor is not None else LocalExecutor()
+    sweep = Sweep.from_config(config)  # first: a config that cannot run leaves no folder
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     if config_text is not None:
         (out / "config.toml").write_text(config_text, encoding="utf-8")
-    sweep = Sweep.from_config(config)
     planned = sweep.plan()
     outcome = AblationOutcome(out, len(planned), executor=executor.name,
                               simulated=config.endpoint.backend == "simulated")

@@ -10,7 +10,7 @@ import typer
 
 from stratagem._redact import redact
 from stratagem.ablation._backends import build_backend
-from stratagem.ablation._config import EndpointConfig
+from stratagem.ablation._config import MAX_BUDGET, EndpointConfig
 from stratagem.agents import ModelClient
 from stratagem.budgets import (
     Budget,
@@ -53,8 +53,9 @@ def run_command(
     """Run one task through one topology; print the answer, spend per role and transfers."""
     if topology not in TOPOLOGIES:
         raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
-    if budget < 1:
-        raise ConfigError(f"--budget must be a positive number of tokens, got {budget}")
+    if not 1 <= budget <= MAX_BUDGET:
+        raise ConfigError(f"--budget must be a number of tokens from 1 to {MAX_BUDGET:,}, "
+                          f"got {budget}")
     if reallocation not in ("none", "judge_feedback"):
         raise ConfigError(f"--reallocation must be none or judge_feedback, got {reallocation!r}")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Annotated
 
@@ -67,6 +68,12 @@ app.command("serve-local")(serve_command)
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a user's mistake exits 2 with one line, a run failure exits 1."""
+    if argv is None:
+        # A process of its own (the console script): everything imported so far lives as
+        # long as the process, so keep it out of the garbage collector's full collections,
+        # which otherwise re-scan it every few hundred LangGraph branches (a simulated
+        # sweep runs ~12% faster). In-process callers (tests, notebooks) are left alone.
+        gc.freeze()
     try:
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:

@@ -16,7 +16,7 @@ import asyncio
 import random
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -120,10 +120,39 @@ class Completion:
         return sum(e.total_tokens for e in self.attempts)
 
 
-_Limits = dict[str, asyncio.Semaphore]
-_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Limits] = (
+@dataclass
+class _LoopState:
+    """What the calls made in one event loop share: per-endpoint limits and the send gate."""
+
+    limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    forget: AsyncGenerator[None, None] | None = None
+
+
+_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
     weakref.WeakKeyDictionary()
 )
+
+
+async def _forget_at_loop_end(loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        # The semaphores and the lock hold their loop: dropped here, or the weak table
+        # would keep every loop (and all it references) alive for good.
+        _LOOPS.pop(loop, None)
+
+
+async def _loop_state() -> _LoopState:
+    loop = asyncio.get_running_loop()
+    state = _LOOPS.get(loop)
+    if state is None:
+        state = _LOOPS[loop] = _LoopState()
+        # Started here, the generator's finally runs when the loop shuts down (asyncio.run
+        # closes unfinished async generators first).
+        state.forget = _forget_at_loop_end(loop)
+        await anext(state.forget)
+    return state
 
 
 class ModelClient:
@@ -271,11 +300,14 @@ class ModelClient:
             sent = replace(request, max_output=reservation.max_output) if reservation else request
             att = _Attempt(number, reservation)
             try:
-                async with self._limit(backend):
-                    response = await _send_promptly(backend, sent)
-            except asyncio.CancelledError:
-                self._record(ctx, att, Usage.zero(), status="cancelled",
-                             error="cancelled (sibling branch or shutdown)")
+                loop_state = await _loop_state()
+                async with self._limit(backend, loop_state.limits):
+                    response = await _send_promptly(backend, sent, loop_state.gate)
+            except asyncio.CancelledError as cancel:
+                usage, request_id = self._usage_when_cancelled(cancel, messages, sent)
+                self._record(ctx, att, usage, status="cancelled",
+                             error="cancelled (sibling branch or shutdown)",
+                             request_id=request_id)
                 raise
             except ModelError as exc:
                 usage = self._usage_of_failure(exc, messages, backend.model)
@@ -339,9 +371,8 @@ class ModelClient:
             return None
         return self.budget.reserve(role, estimate, max_output, model=model)
 
-    def _limit(self, backend: ChatBackend) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        limits = _LIMITERS.setdefault(loop, {})
+    def _limit(self, backend: ChatBackend, limits: dict[str, asyncio.Semaphore]
+               ) -> asyncio.Semaphore:
         sem = limits.get(backend.endpoint)
         if sem is None:
             size = self._concurrency.get(backend.endpoint,
@@ -357,6 +388,24 @@ class ModelClient:
             # more, which would commit more than was reserved.
             completion = min(completion, cap)
         return Usage(count_chat_tokens(messages, model), completion, None, None, "estimate")
+
+    def _usage_when_cancelled(self, cancel: asyncio.CancelledError,
+                              messages: Sequence[Message], sent: ChatRequest
+                              ) -> tuple[Usage, str | None]:
+        """What a cancelled attempt cost: nothing, unless its request had already finished
+        (cancelled between the reply and the caller resuming), in which case its usage."""
+        outcome: asyncio.Future[ChatResponse] | None = getattr(cancel, _OUTCOME, None)
+        if outcome is None or outcome.cancelled():
+            return Usage.zero(), None
+        failure = outcome.exception()
+        if isinstance(failure, ModelError):
+            return self._usage_of_failure(failure, messages, sent.model), failure.request_id
+        if failure is not None:
+            return Usage.zero(), None
+        response = outcome.result()
+        usage = response.usage or self._estimate(messages, response.text, sent.model,
+                                                 cap=sent.max_output)
+        return usage, response.request_id
 
     def _usage_of_failure(self, exc: ModelError, messages: Sequence[Message],
                           model: str) -> Usage:
@@ -425,13 +474,14 @@ class ModelClient:
         return entry
 
 
-_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary())
 _SEND_STEPS = 3
 """Event-loop steps a request gets to reach the wire before the next call may start its own."""
+_OUTCOME = "stratagem_outcome"
+"""Attribute of a CancelledError carrying the request's finished task, if it had finished."""
 
 
-async def _send_promptly(backend: ChatBackend, request: ChatRequest) -> ChatResponse:
+async def _send_promptly(backend: ChatBackend, request: ChatRequest,
+                         gate: asyncio.Lock) -> ChatResponse:
     """``backend.send(request)``, with the request on the wire before another call starts.
 
     In a fan-out every branch becomes ready in the same event-loop step. Left alone, each
@@ -442,11 +492,11 @@ async def _send_promptly(backend: ChatBackend, request: ChatRequest) -> ChatResp
     staggers the replies by the preparation time instead, and each is processed while later
     ones are still in flight (bench/fanout.py measures the difference). A request that needs
     longer (a new TCP or TLS connection) stops holding the others back after those steps.
+
+    If the caller is cancelled, an unfinished request is cancelled with it; a finished one
+    rides on the CancelledError (attribute ``stratagem_outcome``) so that its usage is
+    recorded, not lost.
     """
-    loop = asyncio.get_running_loop()
-    gate = _GATES.get(loop)
-    if gate is None:
-        gate = _GATES[loop] = asyncio.Lock()
     task: asyncio.Future[ChatResponse] | None = None
     try:
         async with gate:
@@ -456,9 +506,12 @@ async def _send_promptly(backend: ChatBackend, request: ChatRequest) -> ChatResp
                     break
                 await asyncio.sleep(0)
         return await task
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as cancel:
         if task is not None:
-            task.cancel()  # never leave a request running that nobody will record
+            if task.done():
+                setattr(cancel, _OUTCOME, task)
+            else:
+                task.cancel()  # never leave a request running that nobody will record
         raise
 
 

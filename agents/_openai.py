@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 from openai.types import CompletionUsage
@@ -54,10 +55,17 @@ class _LoopClient:
     closer: AsyncGenerator[None, None]
 
 
-async def _close_at_loop_end(client: openai.AsyncOpenAI) -> AsyncGenerator[None, None]:
+async def _close_at_loop_end(
+    client: openai.AsyncOpenAI,
+    clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient],
+    loop: asyncio.AbstractEventLoop,
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        # Dropped from the weak table first: its value references the loop, which would
+        # otherwise stay alive (with the closed client) for as long as the backend.
+        clients.pop(loop, None)
         await client.close()
 
 
@@ -193,7 +201,8 @@ class OpenAIBackend:
                 timeout=self._timeout,
                 http_client=http_client,
             )
-            held = self._clients[loop] = _LoopClient(client, _close_at_loop_end(client))
+            held = self._clients[loop] = _LoopClient(
+                client, _close_at_loop_end(client, self._clients, loop))
             # Started here, the generator's ``finally`` closes the client when the loop
             # shuts down (asyncio.run closes every unfinished async generator first), so a
             # caller who never awaited aclose() leaks no connections and gets no warning.
@@ -223,7 +232,11 @@ class OpenAIBackend:
         body.update(request.extra)
         if request.stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            # Usage must come back; other stream options of the caller's are kept (vLLM's
+            # continuous_usage_stats, ...).
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                      "include_usage": True}
         return body
 
     async def send(self, request: ChatRequest) -> ChatResponse:
@@ -250,12 +263,18 @@ class OpenAIBackend:
             raise self._connection_error(exc) from exc
         except openai.APIConnectionError as exc:
             raise self._connection_error(exc) from exc
-        except (openai.APIResponseValidationError, ValueError) as exc:
+        except (openai.APIResponseValidationError, ValueError, aiohttp.ClientError) as exc:
+            # (aiohttp's own parse errors - a bad status line or header - are not in the
+            # SDK transport's exception map and arrive as they are.)
             raise TransientModelError(
                 f"{self.endpoint}: malformed response: {redact(str(exc))[:200]}",
                 request_id=request_id,
             ) from exc
-        if not getattr(completion, "choices", None):
+        choices = getattr(completion, "choices", None)
+        if choices and (choices[0] is None or getattr(choices[0], "message", None) is None):
+            raise TransientModelError(f"{self.endpoint}: malformed response: a choice without "
+                                      "a message", request_id=request_id)
+        if not choices:
             raise TransientModelError(
                 f"{self.endpoint}: response has no choices",
                 usage=usage_from_openai(getattr(completion, "usage", None)),
@@ -302,18 +321,24 @@ class OpenAIBackend:
             response = getattr(stream, "response", None)
             if response is not None:
                 request_id = response.headers.get("x-request-id")
-            async for chunk in stream:
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    # Keep the last usage seen; never sum chunks (some servers send
-                    # cumulative usage on every chunk).
-                    usage = usage_from_openai(chunk.usage)
-                for choice in chunk.choices or ():  # the usage chunk has choices == []
-                    if choice.delta and choice.delta.content:
-                        parts.append(choice.delta.content)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-        except (openai.APIConnectionError, httpx2.HTTPError, ValueError) as exc:
+            async with stream:  # closes the connection whatever happens below
+                async for chunk in stream:
+                    model = chunk.model or model
+                    if chunk.usage is not None:
+                        # Keep the last usage seen; never sum chunks (some servers send
+                        # cumulative usage on every chunk).
+                        usage = usage_from_openai(chunk.usage)
+                    # (the usage chunk has choices == []; a broken server may send null)
+                    received: list[Any] = list(chunk.choices or ())
+                    for choice in received:
+                        if choice is None:
+                            continue
+                        if choice.delta and choice.delta.content:
+                            parts.append(choice.delta.content)
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+        except (openai.APIError, httpx2.HTTPError, ValueError, aiohttp.ClientError) as exc:
+            # (openai.APIError: an error event in the middle of the stream.)
             raise TransientModelError(
                 f"{self.endpoint}: stream cut short: {redact(str(exc))[:200]}",
                 request_id=request_id,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,59 @@ def test_a_call_cancelled_while_its_request_is_being_sent_cancels_the_request() 
     assert started and not finished
     (row,) = client.ledger.entries()
     assert row.status == "cancelled"
+
+
+@pytest.mark.parametrize("steps", range(1, 7))
+def test_a_reply_that_finished_before_its_caller_was_cancelled_is_billed(steps: int) -> None:
+    """Cancelled at any point, a call whose backend already answered keeps that answer's
+    usage in its (cancelled) row; one whose backend had not answered is charged nothing."""
+    answered: list[int] = []
+
+    async def respond(messages: object, request: object) -> ScriptedReply:
+        await asyncio.sleep(0)
+        answered.append(1)
+        return ScriptedReply("Answer: 1", prompt_tokens=9, completion_tokens=3)
+
+    client = ModelClient(FunctionModel(respond))
+
+    async def cancel_after() -> None:
+        call = asyncio.ensure_future(client.complete(MSG, role="solver"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+    asyncio.run(cancel_after())
+    (row,) = client.ledger.entries()
+    if row.status == "ok":
+        assert answered and row.total_tokens == 12
+    elif answered:
+        assert row.status == "cancelled" and row.total_tokens == 12, row
+        assert row.usage_source == "provider"
+    else:
+        assert row.status == "cancelled" and row.total_tokens == 0
+
+
+def test_event_loops_are_not_kept_alive_by_the_client() -> None:
+    """Per-loop limits and the send gate are dropped when their loop ends."""
+    import gc
+    import weakref
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def respond(messages: object, request: object) -> str:
+        await asyncio.sleep(0.001)
+        return "Answer: 1"
+
+    client = ModelClient(FunctionModel(respond))
+
+    async def fan_out() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await asyncio.gather(*(client.complete(MSG, role="solver") for _ in range(8)))
+
+    for _ in range(3):
+        asyncio.run(fan_out())
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]
+    assert len(client.ledger) == 24

@@ -104,3 +104,73 @@ def test_a_client_never_closed_is_closed_when_its_loop_ends(transport: str) -> N
     assert sdk.is_closed()
     assert not [w for w in caught if "nclosed" in str(w.message)], caught
     assert not loop_errors, loop_errors
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_backend_does_not_keep_ended_event_loops_alive(transport: str) -> None:
+    import weakref
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+    with FakeOpenAIServer(lambda body: FakeReply("a fig")) as srv:
+        backend = _backend(srv.base_url, transport)
+        client = ModelClient(backend)
+
+        async def calls() -> None:  # never closed by the caller
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+            await asyncio.gather(*(client.complete(MSG, role="solver") for _ in range(4)))
+
+        for _ in range(3):
+            asyncio.run(calls())
+        gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]
+    assert not backend._clients
+
+
+def _raw_server(reply: bytes) -> tuple[socket.socket, int]:
+    """A server that answers every request on its socket with ``reply`` and closes."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, int(listener.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reply_that_is_not_valid_http_is_a_retried_malformed_response(transport: str) -> None:
+    bad = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nBad Header Token: x\r\n"
+           b"Content-Length: 2\r\n\r\n{}")
+    listener, port = _raw_server(bad)
+    try:
+        client = ModelClient(_backend(f"http://127.0.0.1:{port}/v1", transport),
+                             retry=RetryPolicy(max_attempts=2, initial_delay_s=0.001))
+        with pytest.raises(ModelError, match="gave up after 2 attempt"):
+            client.complete_sync(MSG, role="solver")
+    finally:
+        listener.close()
+    rows = client.ledger.entries()
+    assert [r.status for r in rows] == ["error", "error"]
+    assert all(r.total_tokens == 0 for r in rows)
+
+
+def test_stream_options_of_the_caller_are_kept_and_usage_is_always_asked_for() -> None:
+    with FakeOpenAIServer(lambda body: FakeReply("a fig")) as srv:
+        client = ModelClient(_backend(srv.base_url, "aiohttp"))
+        client.complete_sync(MSG, role="solver", stream=True, extra={
+            "stream_options": {"continuous_usage_stats": True, "include_usage": False}})
+        (record,) = srv.log
+    assert record.body is not None
+    assert record.body["stream_options"] == {"continuous_usage_stats": True,
+                                             "include_usage": True}

@@ -93,7 +93,8 @@ class DifficultyAdaptive:
         skip_above: Tasks harder than this get only ``skip_weight``: when a task is judged
             hopeless, tokens are better spent elsewhere (Snell et al. 2024). ``None``: off.
         skip_weight: The weight of a task above ``skip_above`` (default: ``floor``); 0
-            gives it no tokens at all.
+            gives it no tokens at all (unless every task is judged hopeless: then they
+            share the total equally, since it must be spent).
     """
 
     floor: float = 0.25
@@ -112,13 +113,19 @@ class DifficultyAdaptive:
         """Shares proportional to ``floor + difficulty ** exponent``, summing to ``total``."""
         known = [d for d in difficulties if d is not None]
         fill = sum(known) / len(known) if known else 0.5
-        weights = []
+        weights, kept = [], []
         for d in difficulties:
             x = min(1.0, max(0.0, fill if d is None else d))
-            if self.skip_above is not None and x > self.skip_above:
+            skipped = self.skip_above is not None and x > self.skip_above
+            kept.append(0.0 if skipped else 1.0)
+            if skipped:
                 weights.append(self.floor if self.skip_weight is None else self.skip_weight)
             else:
                 weights.append(self.floor + x**self.exponent)
+        if not any(weights):
+            # Every weight 0 (floor 0 and only zero-difficulty or hopeless tasks): the tasks
+            # not judged hopeless share the total; if every task is hopeless, all of them do.
+            weights = kept
         return apportion(weights, total)
 
 

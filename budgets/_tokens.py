@@ -309,7 +309,7 @@ def estimate_usage(
     )
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _text_tokens(encoding_name: str, text: str) -> int:
     # The same prompt is counted once per branch of a fan-out and once per attempt: BPE is
     # the expensive part of a call's bookkeeping, a dictionary lookup is not.

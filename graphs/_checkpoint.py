@@ -5,7 +5,9 @@ unfinished ones). LangGraph's ``AsyncSqliteSaver`` gives every such save its own
 transaction and four round trips to the SQLite thread; with 64 branches finishing within a
 few milliseconds those round trips are most of the cost of checkpointing. Here the saves
 queued while a commit is in progress share the next one (group commit): each save still
-returns only once its rows are committed, so what survives a crash is unchanged.
+returns only once its rows are committed, so what survives a crash is unchanged; and if a
+shared commit fails, each save is retried in a transaction of its own, so one bad write fails
+only its own caller, as upstream.
 """
 
 from __future__ import annotations
@@ -70,32 +72,50 @@ class _GroupCommitSaver(AsyncSqliteSaver):
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            error: BaseException | None = None
+            outcomes: list[BaseException | None] = [None] * len(batch)
+            cancelled: BaseException | None = None
             async with self.lock:
                 try:
-                    # In queue order, one statement per run of equal statements, so a later
-                    # write of the same key still wins as it would one transaction each.
-                    start = 0
-                    for end in range(1, len(batch) + 1):
-                        if end == len(batch) or batch[end][0] != batch[start][0]:
-                            await self.conn.executemany(
-                                batch[start][0],
-                                [row for _, rows, _ in batch[start:end] for row in rows])
-                            start = end
-                    await self.conn.commit()
-                except BaseException as exc:
-                    error = exc
-                    # Nothing of a failed batch may ride along with the next one's commit.
+                    await self._commit(batch)
+                except Exception:
+                    # Nothing of a failed batch may ride along with a later commit; then
+                    # each caller's writes get a transaction of their own, as upstream gives
+                    # them, so one bad write fails only its own caller.
                     await asyncio.shield(self._rollback())
-            for _, _, committed in batch:
+                    for i, entry in enumerate(batch):
+                        try:
+                            await self._commit([entry])
+                        except Exception as exc:
+                            await asyncio.shield(self._rollback())
+                            outcomes[i] = exc
+                except BaseException as exc:  # cancelled: the loop is shutting down
+                    await asyncio.shield(self._rollback())
+                    cancelled = exc
+            if cancelled is not None:
+                # Nobody will flush what is queued: fail it too rather than leave it waiting.
+                batch, self._queue = batch + self._queue, []
+                outcomes = [cancelled] * len(batch)
+            for (_, _, committed), outcome in zip(batch, outcomes, strict=True):
                 if committed.done():
                     continue
-                if error is None:
+                if outcome is None:
                     committed.set_result(None)
                 else:
-                    committed.set_exception(error)
-            if error is not None and not isinstance(error, Exception):
-                raise error  # cancelled (the loop is shutting down): stop flushing
+                    committed.set_exception(outcome)
+            if cancelled is not None:
+                raise cancelled
+
+    async def _commit(self, batch: Sequence[tuple[str, list[_Row], asyncio.Future[None]]]
+                      ) -> None:
+        # In queue order, one statement per run of equal statements, so a later write of the
+        # same key still wins as it would with one transaction each.
+        start = 0
+        for end in range(1, len(batch) + 1):
+            if end == len(batch) or batch[end][0] != batch[start][0]:
+                await self.conn.executemany(
+                    batch[start][0], [row for _, rows, _ in batch[start:end] for row in rows])
+                start = end
+        await self.conn.commit()
 
     async def _rollback(self) -> None:
         # The connection may be gone; the error that got here is what gets raised.
@@ -137,5 +157,14 @@ async def sqlite_checkpointer(
         try:
             yield saver
         finally:
-            if saver._flusher is not None:
-                await asyncio.gather(saver._flusher, return_exceptions=True)
+            flusher = saver._flusher
+            if flusher is not None and not flusher.done():
+                # Commit what is queued before the connection closes, even if this task is
+                # being cancelled (shielded, then awaited to the end).
+                try:
+                    await asyncio.shield(flusher)
+                except asyncio.CancelledError:
+                    await asyncio.wait([flusher])
+                    raise
+                except Exception:
+                    pass  # its callers got the error

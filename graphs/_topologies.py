@@ -38,11 +38,19 @@ TOPOLOGIES: dict[str, Callable[..., Compiled]] = {
 _INTERNAL = frozenset({"checkpointer"})
 """Builder arguments the library passes itself, never a config file or ``--param``."""
 
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        return False
+
+
 _KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
     # bool is a subclass of int in Python, but True is not a count.
     int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    float: ("a finite number", lambda v: isinstance(v, int | float)
-            and not isinstance(v, bool) and math.isfinite(v)),
+    float: ("a finite number", _finite_number),
     bool: ("true or false", lambda v: isinstance(v, bool)),
     str: ("text", lambda v: isinstance(v, str)),
 }

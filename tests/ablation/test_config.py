@@ -431,7 +431,7 @@ def test_a_policy_table_sets_its_parameters_and_its_label() -> None:
     ]}}
     uniform, skip, steep = parse_config(data).grid.policies
     assert [p.display() for p in (uniform, skip, steep)] == [
-        "uniform", "difficulty_adaptive(floor=1,skip_above=0.25,skip_weight=0.1)", "steep"]
+        "uniform", "difficulty_adaptive(floor=1.0,skip_above=0.25,skip_weight=0.1)", "steep"]
     policy = skip.build()
     assert isinstance(policy, DifficultyAdaptive)
     assert (policy.floor, policy.skip_above, policy.skip_weight) == (1, 0.25, 0.1)

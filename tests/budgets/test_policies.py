@@ -104,3 +104,14 @@ def test_restore_replays_spend_and_transfers() -> None:
     again.restore(ledger.entries(), ledger.transfers())
     assert again.snapshot() == first.snapshot()
     assert again.unspent("planner") == 180 and again.unspent("judge") is None
+
+
+@pytest.mark.parametrize("difficulties,total,expected", [
+    ([0.9, 0.0], 90, [0, 90]),            # the hopeless task gets nothing
+    ([0.0, 0.9, 0.0], 90, [45, 0, 45]),   # floor 0 and difficulty 0: the kept tasks share
+    ([0.9, 0.95], 90, [45, 45]),          # every task hopeless: the total is still spent
+])
+def test_a_zero_skip_weight_gives_hopeless_tasks_nothing(difficulties: list[float], total: int,
+                                                         expected: list[int]) -> None:
+    policy = DifficultyAdaptive(floor=0.0, skip_above=0.5, skip_weight=0.0)
+    assert policy.allocate(difficulties, total) == expected

@@ -56,34 +56,59 @@ def test_branch_writes_finishing_together_share_commits_and_all_survive(tmp_path
     assert all(by_task[(f"task-{i:02d}", "notes")] == [i] for i in range(64))
 
 
-def test_a_failed_group_commit_fails_its_callers_and_keeps_nothing_of_theirs(
-        tmp_path: Path) -> None:
+def test_a_write_that_fails_fails_only_its_own_caller(tmp_path: Path) -> None:
+    """A shared commit that fails is rolled back, then each caller's writes get their own
+    transaction: the bad one fails, the others are committed (as upstream, one each)."""
     async def go() -> list[Any]:
         async with sqlite_checkpointer(tmp_path / "ck.sqlite") as saver:
             config = await _checkpoint_config(saver)
             real = saver.conn.executemany
-            failures = [RuntimeError("disk I/O error")]
 
             async def flaky(sql: str, rows: Any) -> Any:
                 await real(sql, rows)  # the rows go in, then the statement "fails"
-                if failures:
-                    raise failures.pop()
+                if any(row[3] == "bad" for row in rows):
+                    raise RuntimeError("disk I/O error")
                 return None
 
             saver.conn.executemany = flaky  # type: ignore[method-assign]
             outcomes = await asyncio.gather(*(
-                saver.aput_writes(config, [("candidates", [i])], task_id=f"bad-{i}")
-                for i in range(3)), return_exceptions=True)
-            await saver.aput_writes(config, [("candidates", ["ok"])], task_id="good")
+                saver.aput_writes(config, [("candidates", [task])], task_id=task)
+                for task in ("a", "bad", "c")), return_exceptions=True)
+            await saver.aput_writes(config, [("candidates", ["ok"])], task_id="d")
             found = await saver.aget_tuple({"configurable": {"thread_id": "t",
                                                              "checkpoint_ns": ""}})
             assert found is not None
-            return [outcomes, [task for task, _, _ in found.pending_writes or []]]
+            return [outcomes, sorted(task for task, _, _ in found.pending_writes or [])]
         raise AssertionError("unreachable")
 
     outcomes, tasks = asyncio.run(go())
-    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
-    assert tasks == ["good"]  # the failed batch was rolled back, not committed with the next
+    assert outcomes[0] is None and outcomes[2] is None, outcomes
+    assert isinstance(outcomes[1], RuntimeError)
+    assert tasks == ["a", "c", "d"]  # nothing of the failed write, all of the others
+
+
+def test_writes_queued_when_the_saver_closes_are_committed(tmp_path: Path) -> None:
+    path = tmp_path / "ck.sqlite"
+
+    async def go() -> None:
+        async with sqlite_checkpointer(path) as saver:
+            config = await _checkpoint_config(saver)
+            # queued, not awaited: the context exit must flush them
+            pending = [asyncio.ensure_future(saver.aput_writes(config, [("notes", [i])],
+                                                               task_id=f"t{i}"))
+                       for i in range(20)]
+            await asyncio.sleep(0)
+        await asyncio.gather(*pending)
+
+    asyncio.run(go())
+
+    async def count() -> int:
+        async with sqlite_checkpointer(path) as saver:
+            found = await saver.aget_tuple({"configurable": {"thread_id": "t",
+                                                             "checkpoint_ns": ""}})
+            return len(found.pending_writes or []) if found else -1
+
+    assert asyncio.run(count()) == 20
 
 
 @pytest.mark.parametrize("synchronous,level", [("normal", 1), ("full", 2), ("off", 0)])

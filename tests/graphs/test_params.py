@@ -41,6 +41,7 @@ def test_good_parameters_pass_unchanged(topology: str, params: dict[str, Any]) -
     ("best_of_n", {"n": True}, "topology best_of_n: n must be an integer, got True"),
     ("refine", {"max_rounds": "3"}, "topology refine: max_rounds must be an integer, got '3'"),
     ("tree", {"exploration": float("nan")}, "exploration must be a finite number, got nan"),
+    ("tree", {"exploration": 10**400}, "exploration must be a finite number, got 1000"),
     ("refine", {"judge_with": 1}, "topology refine: judge_with must be text, got 1"),
     ("single", {"checkpointer": 1},
      "topology single: unknown parameter 'checkpointer': it takes no parameters"),

@@ -174,7 +174,7 @@ class PolicyConfig(_Strict):
         params = self.params()
         if not params:
             return self.name
-        return f"{self.name}(" + ",".join(f"{k}={v:g}" for k, v in params.items()) + ")"
+        return f"{self.name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
 
 
 def _uniform_only() -> list[PolicyConfig]:

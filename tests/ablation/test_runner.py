@@ -554,3 +554,73 @@ def test_run_records_validate_what_they_hold(swept: Swept) -> None:
     assert RunRecord.model_validate(data) == swept.records[0]
     with pytest.raises(ValueError, match="extra"):
         RunRecord.model_validate({**data, "unknown_column": 1})
+
+
+# -- failed runs: kept as failed on a rerun, run again with retry_failed ----------------------
+
+class _Outage:
+    """Wraps a backend; while ``down``, every request fails (not retryable)."""
+
+    def __init__(self, inner: Any, state: dict[str, bool]) -> None:
+        self._inner, self._state = inner, state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def send(self, request: Any) -> Any:
+        if self._state["down"]:
+            from stratagem.errors import ModelError
+            raise ModelError("HTTP 401: the endpoint refused the key", status_code=401)
+        return await self._inner.send(request)
+
+
+def test_failed_runs_stay_failed_on_a_rerun_and_run_again_with_retry_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stratagem.ablation._runner as runner
+
+    state = {"down": True}
+    real = runner.build_backend
+    monkeypatch.setattr(runner, "build_backend",
+                        lambda *a, **k: _Outage(real(*a, **k), state))
+    config = sim_config(tmp_path / "out", **SMALL)
+    total = len(planned_runs(config))
+
+    first = run(config)
+    assert (first.ran, first.failed) == (total, total)
+    failed_rows = ledger_rows(tmp_path / "out")
+    assert failed_rows >= total  # every refused attempt is in the ledger
+
+    state["down"] = False
+    again = run(config)  # a plain rerun leaves recorded failures alone
+    assert (again.ran, again.skipped, again.retried) == (0, total, 0)
+
+    retried = run(config, retry_failed=True)
+    assert (retried.ran, retried.retried, retried.failed, retried.skipped) == (total, total, 0, 0)
+    recs = records(tmp_path / "out")
+    assert len(recs) == total and all(r.error is None for r in recs)
+    assert ledger_rows(tmp_path / "out") > failed_rows  # the refused attempts stay billed
+
+    done = run(config, retry_failed=True)  # nothing failed is left: nothing runs
+    assert (done.ran, done.skipped, done.retried) == (0, total, 0)
+
+
+def test_a_run_that_only_lost_one_branch_is_a_failure_to_retry() -> None:
+    from stratagem.ablation._results import failed
+    from stratagem.ablation._runner import _model_failures
+    from stratagem.graphs import RunResult
+
+    def result(notes: list[str], stop: str = "done") -> RunResult:
+        return RunResult(run_id="r", thread_id="r", answer="x", answer_text="x", score=None,
+                         stop_reason=stop, billed=None, by_role={},  # type: ignore[arg-type]
+                         accepted_tokens={}, transfers=(), state={"notes": notes})
+
+    assert _model_failures(result(["branch 3: model failed: HTTP 503", "branch 1: ok"])) == 1
+    assert _model_failures(result(["judge call on candidate 2 failed: timed out"])) == 1
+    assert _model_failures(result(["solve: HTTP 401"], stop="model failed: HTTP 401")) == 1
+    assert _model_failures(result(["branch 0: budget exhausted: solver"])) == 0
+    assert _model_failures(result(["judge verdict on candidate 1 unreadable: ..."])) == 0
+    record = RunRecord(run_id="r", cell="c", suite="s", task_id="t", topology="t",
+                       topology_params="{}", budget=1, allocated=1, policy="uniform", seed=0,
+                       backend="b", model="m", correct=True, answer="x", stop_reason="done",
+                       mode="m", roles_present="solver", model_failures=1)
+    assert failed(record) and not failed(record.model_copy(update={"model_failures": 0}))

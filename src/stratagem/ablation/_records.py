@@ -87,9 +87,6 @@ class RunRecord(BaseModel):
     """HTTP-level calls, failed ones included."""
     error_calls: int = 0
     """Calls that failed."""
-    model_failures: int = 0
-    """Model calls that failed through every retry (a branch, a judge call or a node lost
-    to the endpoint; attempts that a retry recovered do not count)."""
     transfers: int = 0
     """Budget transfers made during the run."""
     cost_usd: float | None = None

@@ -27,20 +27,6 @@ def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RunRecord.model_fields))
 
 
-_FAILED = ("(json_extract(record, '$.error') IS NOT NULL"
-           " OR json_extract(record, '$.stop_reason') LIKE 'model failed:%'"
-           " OR coalesce(json_extract(record, '$.model_failures'), 0) > 0)")
-"""SQL: a stored record of a failed run (see :func:`failed`)."""
-
-
-def failed(record: RunRecord) -> bool:
-    """Whether a run failed: it raised (``error``), or a model call of it failed through
-    every retry (``model_failures``, or a ``stop_reason`` "model failed: ..."). A run that
-    merely ran out of budget or got a wrong answer did not fail."""
-    return (record.error is not None or record.model_failures > 0
-            or record.stop_reason.startswith("model failed:"))
-
-
 class ResultsStore:
     """Append-only SQLite table of :class:`RunRecord` rows, keyed by ``run_id``.
 
@@ -81,28 +67,20 @@ class ResultsStore:
                 "upgrade stratagem or use a new output folder"
             )
 
-    def add(self, record: RunRecord, *, replace_failed: bool = False) -> None:
-        """Store one run's record durably. A second record for the same run is ignored,
-        unless ``replace_failed`` and the stored one failed (a retried run; see
-        :func:`failed`)."""
+    def add(self, record: RunRecord) -> None:
+        """Store one run's record (durably; a second record for the same run is ignored)."""
         data = json.dumps(redact_value(record.model_dump(mode="json")))
         with self._lock:
             try:
-                if replace_failed:
-                    self._conn.execute(f"DELETE FROM runs WHERE run_id = ? AND {_FAILED}",
-                                       (record.run_id,))
                 self._conn.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?)",
                                    (record.run_id, record.cell, data))
             except sqlite3.Error as exc:
                 raise LedgerError(f"could not write results to {self.path}: {exc}") from exc
 
-    def done(self, *, failed: bool = True) -> set[str]:
-        """Run ids already recorded (``failed=False``: only those that did not fail)."""
-        query = "SELECT run_id FROM runs"
-        if not failed:
-            query += f" WHERE NOT {_FAILED}"
+    def done(self) -> set[str]:
+        """Run ids already recorded."""
         with self._lock:
-            return {r[0] for r in self._conn.execute(query)}
+            return {r[0] for r in self._conn.execute("SELECT run_id FROM runs")}
 
     def records(self) -> list[RunRecord]:
         """Every stored record, in the order written."""

@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from stratagem.ablation._backends import build_backend
 from stratagem.ablation._config import AblationConfig, EndpointConfig
 from stratagem.ablation._executors import Executor, LocalExecutor
 from stratagem.ablation._records import ROLE_COLUMNS, RunRecord
-from stratagem.ablation._results import ResultsStore, failed
+from stratagem.ablation._results import ResultsStore
 from stratagem.agents import ChatBackend, LLMSolver, ModelClient
 from stratagem.budgets import (
     AllocationPolicy,
@@ -89,9 +88,6 @@ class PlannedRun:
     seed: int
     suite: str
     task: Task
-    retry: bool = False
-    """Recorded as failed before and run again (``retry_failed``): a finished checkpoint of
-    it is discarded rather than resumed."""
 
 
 @dataclass(frozen=True)
@@ -119,9 +115,7 @@ class AblationOutcome:
         planned: Runs in the grid.
         ran: Runs executed now (fresh or resumed).
         skipped: Runs already finished before (resumed ablation).
-        retried: Runs that had failed before and ran again (``retry_failed``).
-        failed: Runs that failed: raised, or a model call failed through every retry
-            (recorded, ``correct=False``).
+        failed: Runs that ended with an error (recorded, ``correct=False``).
         interrupted: Whether it stopped early (Ctrl-C); rerun to finish.
         simulated: Whether the simulated backend produced the results.
         executor: The executor that ran them (``local``, ``ray``).
@@ -131,7 +125,6 @@ class AblationOutcome:
     planned: int
     ran: int = 0
     skipped: int = 0
-    retried: int = 0
     failed: int = 0
     interrupted: bool = False
     simulated: bool = False
@@ -320,8 +313,7 @@ class Sweep:
         t0 = time.perf_counter()
         result, error = None, None
         try:
-            if saver is not None and await _has_checkpoint(graph, saver, plan.run_id,
-                                                           retry=plan.retry):
+            if saver is not None and await _has_checkpoint(graph, saver, plan.run_id):
                 result = await aresume(graph, plan.run_id, context=ctx, checkpoint=saver)
             else:
                 result = await arun(graph, plan.task.question, context=ctx,
@@ -337,17 +329,6 @@ def _split(config: AblationConfig, topology: str, allocated: int) -> dict[str, i
     shares = dict(config.run.split or DEFAULT_SPLITS[topology])
     roles = sorted(shares)
     return dict(zip(roles, apportion([shares[r] for r in roles], allocated), strict=True))
-
-
-_LOST_CALL = re.compile(r"model failed: |^judge call on candidate \d+ failed: ")
-"""The notes the graphs write when a model call failed through every retry."""
-
-
-def _model_failures(result: RunResult) -> int:
-    notes = [str(n) for n in result.state.get("notes", [])]
-    lost = sum(bool(_LOST_CALL.search(n)) for n in notes)
-    # A node that lost its call ends the run with the reason (its note has no prefix).
-    return lost + (lost == 0 and result.stop_reason.startswith("model failed: "))
 
 
 def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: TokenLedger,
@@ -379,7 +360,6 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         tokens_judge=_role_tokens(by_role, "judge"),
         accepted_tokens=accepted, waste_tokens=totals.total_tokens - accepted,
         calls=totals.calls, error_calls=totals.error_calls,
-        model_failures=0 if result is None else _model_failures(result),
         transfers=len(ledger.transfers(plan.run_id)),
         cost_usd=None if totals.cost_unknown else totals.cost_usd, wall_s=wall, error=error,
     )
@@ -395,7 +375,6 @@ async def run_ablation(
     config_text: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     executor: Executor | None = None,
-    retry_failed: bool = False,
 ) -> AblationOutcome:
     """Run (or resume) the ablation ``config`` describes; write results, ledger, report.
 
@@ -405,10 +384,6 @@ async def run_ablation(
         on_progress: Called with (finished, total) after every run.
         executor: Where the runs execute (:class:`LocalExecutor` by default; see
             :class:`RayExecutor`). Whatever it is, this process alone writes the output.
-        retry_failed: Run again the runs recorded as failed (e.g. after an endpoint
-            outage); a durable run resumes from its checkpoint, its earlier attempts stay
-            in the ledger, and its new record replaces the failed one. By default a rerun
-            only finishes runs never recorded.
 
     Raises:
         ConfigError: For a config that cannot run (unknown suite, missing model, ...).
@@ -424,12 +399,9 @@ async def run_ablation(
                               simulated=config.endpoint.backend == "simulated")
     with LedgerStore(out / "ledger.sqlite") as store, ResultsStore(out / "results.sqlite") as rs:
         ledger = TokenLedger(store)
-        done = rs.done(failed=not retry_failed)
-        recorded = rs.done()
-        todo = [replace(p, retry=p.run_id in recorded) for p in planned
-                if p.run_id not in done]
+        done = rs.done()
+        todo = [p for p in planned if p.run_id not in done]
         outcome.skipped = len(planned) - len(todo)
-        outcome.retried = sum(p.retry for p in todo)
         finished = outcome.skipped
         if on_progress:
             on_progress(finished, len(planned))
@@ -438,9 +410,9 @@ async def run_ablation(
             async with aclosing(executor.execute(sweep, todo, ledger=ledger,
                                                  checkpoints=checkpoints)) as results:
                 async for result in results:
-                    _write(ledger, rs, result, replace_failed=retry_failed)
+                    _write(ledger, rs, result)
                     outcome.ran += 1
-                    outcome.failed += failed(result.record)
+                    outcome.failed += result.record.error is not None
                     finished += 1
                     if on_progress:
                         on_progress(finished, len(planned))
@@ -457,27 +429,17 @@ async def run_ablation(
     return outcome
 
 
-def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome, *,
-           replace_failed: bool = False) -> None:
+def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:
     # Rows first, record last: a crash in between leaves the rows of a run that is not done
     # (it reruns; those calls were billed, so the ledger keeps them), never a done run whose
     # calls are missing. Rows the ledger already has (recorded live) are skipped by id.
     ledger.extend(outcome.entries)
     for transfer in outcome.transfers:
         ledger.record_transfer(transfer)
-    results.add(outcome.record, replace_failed=replace_failed)
+    results.add(outcome.record)
 
 
-async def _has_checkpoint(graph: Any, saver: BaseCheckpointSaver[Any], thread_id: str, *,
-                          retry: bool = False) -> bool:
-    """Whether the run has a checkpoint to resume from.
-
-    A finished one is resumed as is (a run whose record a crash lost costs nothing again),
-    unless the run is a retry of a failure: then it would only hand back the failed result,
-    so it is deleted and the run starts afresh (the earlier attempts stay in the ledger)."""
+async def _has_checkpoint(graph: Any, saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
     snapshot = await graph.copy({"checkpointer": saver}).aget_state(
         {"configurable": {"thread_id": thread_id}})
-    if retry and snapshot.values and not snapshot.next:
-        await saver.adelete_thread(thread_id)
-        return False
     return bool(snapshot.values)

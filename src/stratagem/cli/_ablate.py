@@ -29,10 +29,6 @@ def ablate_command(
                                       "HEAD:6379 (default: a Ray instance on this machine).")
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
-    retry_failed: Annotated[bool, typer.Option(
-        "--retry-failed", help="Run again the runs recorded with an error (after an endpoint "
-                               "outage, say); by default a rerun only finishes the rest.")
-    ] = False,
 ) -> None:
     """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C."""
     runner = executor_for(executor, address=address,
@@ -49,18 +45,14 @@ def ablate_command(
             bar.update(task, completed=done, total=total)
 
         outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress,
-                                           executor=runner, retry_failed=retry_failed))
+                                           executor=runner))
     if outcome.interrupted:
         console.print(f"interrupted after {outcome.ran} run(s); rerun the same command to "
                       f"resume. Results so far: {outcome.output}", highlight=False)
         raise typer.Exit(130)
-    retried = f" (of which {outcome.retried} retried)" if outcome.retried else ""
-    console.print(f"{outcome.ran} run(s) done{retried}, {outcome.skipped} already done before, "
+    console.print(f"{outcome.ran} run(s) done, {outcome.skipped} already done before, "
                   f"{outcome.failed} failed" + (" [SIMULATED]" if outcome.simulated else ""),
                   highlight=False, markup=False)
-    if outcome.failed and not retry_failed:
-        console.print("failed runs are recorded as failed; rerun with --retry-failed to run "
-                      "them again", highlight=False, markup=False)
     if report:
         rep = report_ablation(outcome.output)
         if not state.quiet:

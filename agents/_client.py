@@ -480,6 +480,11 @@ _OUTCOME = "stratagem_outcome"
 """Attribute of a CancelledError carrying the request's finished task, if it had finished."""
 
 
+def _retrieve(task: asyncio.Future[ChatResponse]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _send_promptly(backend: ChatBackend, request: ChatRequest,
                          gate: asyncio.Lock) -> ChatResponse:
     """``backend.send(request)``, with the request on the wire before another call starts.
@@ -512,6 +517,8 @@ async def _send_promptly(backend: ChatBackend, request: ChatRequest,
                 setattr(cancel, _OUTCOME, task)
             else:
                 task.cancel()  # never leave a request running that nobody will record
+                # (and if it ends with an error anyway, retrieve it: nothing else will)
+                task.add_done_callback(_retrieve)
         raise
 
 

@@ -76,18 +76,19 @@ class _GroupCommitSaver(AsyncSqliteSaver):
             cancelled: BaseException | None = None
             async with self.lock:
                 try:
-                    await self._commit(batch)
-                except Exception:
-                    # Nothing of a failed batch may ride along with a later commit; then
-                    # each caller's writes get a transaction of their own, as upstream gives
-                    # them, so one bad write fails only its own caller.
-                    await asyncio.shield(self._rollback())
-                    for i, entry in enumerate(batch):
-                        try:
-                            await self._commit([entry])
-                        except Exception as exc:
-                            await asyncio.shield(self._rollback())
-                            outcomes[i] = exc
+                    try:
+                        await self._commit(batch)
+                    except Exception:
+                        # Nothing of a failed batch may ride along with a later commit;
+                        # then each caller's writes get a transaction of their own, as
+                        # upstream gives them, so one bad write fails only its own caller.
+                        await asyncio.shield(self._rollback())
+                        for i, entry in enumerate(batch):
+                            try:
+                                await self._commit([entry])
+                            except Exception as exc:
+                                await asyncio.shield(self._rollback())
+                                outcomes[i] = exc
                 except BaseException as exc:  # cancelled: the loop is shutting down
                     await asyncio.shield(self._rollback())
                     cancelled = exc

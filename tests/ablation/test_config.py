@@ -431,10 +431,21 @@ def test_a_policy_table_sets_its_parameters_and_its_label() -> None:
     ]}}
     uniform, skip, steep = parse_config(data).grid.policies
     assert [p.display() for p in (uniform, skip, steep)] == [
-        "uniform", "difficulty_adaptive(floor=1.0,skip_above=0.25,skip_weight=0.1)", "steep"]
+        "uniform", "difficulty_adaptive(floor=1,skip_above=0.25,skip_weight=0.1)", "steep"]
     policy = skip.build()
     assert isinstance(policy, DifficultyAdaptive)
     assert (policy.floor, policy.skip_above, policy.skip_weight) == (1, 0.25, 0.1)
     # hopeless tasks (difficulty above 0.25) get a tenth of an easy one's share
     assert policy.allocate([0.0, 0.9], 1100) == [1000, 100]
     assert steep.build() == DifficultyAdaptive(exponent=2)
+
+
+def test_policy_labels_are_short_where_exact_and_distinct_where_not() -> None:
+    def label(**params: float) -> str:
+        data = {**MINIMAL, "grid": {**MINIMAL["grid"], "policies": [
+            {"name": "difficulty_adaptive", **params}]}}
+        return parse_config(data).grid.policies[0].display()
+
+    assert label(exponent=2) == "difficulty_adaptive(exponent=2)"
+    assert label(floor=0.1234567) == "difficulty_adaptive(floor=0.1234567)"
+    assert label(floor=0.12345678) != label(floor=0.12345679)

@@ -174,7 +174,14 @@ class PolicyConfig(_Strict):
         params = self.params()
         if not params:
             return self.name
-        return f"{self.name}(" + ",".join(f"{k}={v!r}" for k, v in params.items()) + ")"
+        return f"{self.name}(" + ",".join(f"{k}={_number(v)}" for k, v in params.items()) + ")"
+
+
+def _number(value: float) -> str:
+    # Short (":g") where that is exact - the labels, and so the run ids, of ablations made
+    # before policy tables existed stay the same - and the full repr where it is not.
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def _uniform_only() -> list[PolicyConfig]:

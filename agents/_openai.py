@@ -131,10 +131,12 @@ class OpenAIBackend:
         timeout_s: Read timeout of one attempt, in seconds.
         connect_timeout_s: Connect timeout, in seconds.
         extra_body: Extra JSON fields sent with every request (server-specific options).
-        transport: ``"aiohttp"`` (the default): the SDK over aiohttp, which costs several
-            times less CPU per request than its default transport when many calls are in
-            flight at once (a 64-way fan-out); ``"httpx2"``: the SDK's own default. Both
-            honour ``HTTP(S)_PROXY``/``NO_PROXY`` and the same timeouts.
+        transport: ``"aiohttp"`` (the default): the SDK over aiohttp, which costs about
+            half the CPU per request of its default transport when many calls are in
+            flight at once (bench/fanout.py, 64-way); ``"httpx2"``: the SDK's own default.
+            Both honour ``HTTP(S)_PROXY``/``NO_PROXY``, ``timeout_s`` (between reads, and
+            for a free connection) and ``connect_timeout_s``; aiohttp has no write
+            timeout.
     """
 
     def __init__(

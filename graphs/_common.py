@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 
 from stratagem.agents._client import current_task_id
 from stratagem.budgets import TokenLedger
-from stratagem.errors import BudgetExceeded, ModelError, RunError
+from stratagem.errors import BudgetExceeded, ModelError, OutputParseError, RunError
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._state import Candidate, RunState
 from stratagem.logging import bind_run, get_logger
@@ -124,7 +124,8 @@ def stratagem_node(
             return stopped(exc)
         except ModelError as exc:
             _log.warning("run.model_failed", node=fn.__name__, error=str(exc))
-            return {"notes": [f"{fn.__name__}: {exc}"], "stop_reason": f"model failed: {exc}"}
+            return {"notes": [f"{fn.__name__}: {exc}"], "stop_reason": f"model failed: {exc}",
+                    "failed_calls": 0 if isinstance(exc, OutputParseError) else 1}
         finally:
             current_task_id.reset(token)
 

@@ -143,6 +143,10 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
     ]
     ids = [cid for _, v in results for cid in call_ids(v)]
     update = {"verdicts": verdicts, "notes": notes, **accepted(ctx.client.ledger, ids)}
+    lost = sum(isinstance(v, ModelError) and not isinstance(v, OutputParseError)
+               for _, v in outcomes)
+    if lost:
+        update["failed_calls"] = lost
     out_of_budget = [v for _, v in outcomes if isinstance(v, BudgetExceeded)]
     if out_of_budget:
         update.update(stopped(out_of_budget[0]))

@@ -83,6 +83,9 @@ class RunState(TypedDict, total=False):
     """Net tokens moved into (+) or out of (-) each role by transfers."""
     notes: Annotated[list[str], operator.add]
     """Human-readable events: fallbacks, failed branches, reallocations."""
+    failed_calls: Annotated[int, operator.add]
+    """Model calls that failed through every retry (the endpoint refused or kept failing,
+    or the prompt did not fit); an unreadable reply is not counted: it is an answer."""
     round: int
     """Refinement round / tree depth reached."""
     extra_samples: int

@@ -554,3 +554,29 @@ def test_run_records_validate_what_they_hold(swept: Swept) -> None:
     assert RunRecord.model_validate(data) == swept.records[0]
     with pytest.raises(ValueError, match="extra"):
         RunRecord.model_validate({**data, "unknown_column": 1})
+
+
+def test_runs_that_lost_model_calls_are_counted_not_hidden(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint outage does not make runs raise (the graphs absorb a lost call), but
+    the outcome and every record say how many calls each run lost."""
+    import stratagem.ablation._runner as runner
+    from stratagem.errors import ModelError
+
+    class Outage:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        async def send(self, request: Any) -> Any:
+            raise ModelError("HTTP 401: the endpoint refused the key", status_code=401)
+
+    real = runner.build_backend
+    monkeypatch.setattr(runner, "build_backend", lambda *a, **k: Outage(real(*a, **k)))
+    config = sim_config(tmp_path / "out", **SMALL)
+    total = len(planned_runs(config))
+    outcome = run(config)
+    assert (outcome.ran, outcome.failed, outcome.lost_calls) == (total, 0, total)
+    assert all(r.failed_calls >= 1 and not r.correct for r in records(tmp_path / "out"))

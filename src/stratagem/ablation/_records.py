@@ -87,6 +87,9 @@ class RunRecord(BaseModel):
     """HTTP-level calls, failed ones included."""
     error_calls: int = 0
     """Calls that failed."""
+    failed_calls: int = 0
+    """Model calls lost through every retry (a branch, a judge call or a node: the
+    endpoint refused or kept failing, or the prompt did not fit)."""
     transfers: int = 0
     """Budget transfers made during the run."""
     cost_usd: float | None = None

@@ -116,6 +116,8 @@ class AblationOutcome:
         ran: Runs executed now (fresh or resumed).
         skipped: Runs already finished before (resumed ablation).
         failed: Runs that ended with an error (recorded, ``correct=False``).
+        lost_calls: Runs that finished but lost model calls through every retry (e.g. an
+            endpoint outage): their results say less than they seem to.
         interrupted: Whether it stopped early (Ctrl-C); rerun to finish.
         simulated: Whether the simulated backend produced the results.
         executor: The executor that ran them (``local``, ``ray``).
@@ -126,6 +128,7 @@ class AblationOutcome:
     ran: int = 0
     skipped: int = 0
     failed: int = 0
+    lost_calls: int = 0
     interrupted: bool = False
     simulated: bool = False
     paths: dict[str, Path] = field(default_factory=dict)
@@ -360,6 +363,7 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         tokens_judge=_role_tokens(by_role, "judge"),
         accepted_tokens=accepted, waste_tokens=totals.total_tokens - accepted,
         calls=totals.calls, error_calls=totals.error_calls,
+        failed_calls=0 if result is None else int(result.state.get("failed_calls", 0)),
         transfers=len(ledger.transfers(plan.run_id)),
         cost_usd=None if totals.cost_unknown else totals.cost_usd, wall_s=wall, error=error,
     )
@@ -413,6 +417,8 @@ async def run_ablation(
                     _write(ledger, rs, result)
                     outcome.ran += 1
                     outcome.failed += result.record.error is not None
+                    outcome.lost_calls += (result.record.error is None
+                                           and result.record.failed_calls > 0)
                     finished += 1
                     if on_progress:
                         on_progress(finished, len(planned))

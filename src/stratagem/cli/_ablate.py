@@ -53,6 +53,11 @@ def ablate_command(
     console.print(f"{outcome.ran} run(s) done, {outcome.skipped} already done before, "
                   f"{outcome.failed} failed" + (" [SIMULATED]" if outcome.simulated else ""),
                   highlight=False, markup=False)
+    if outcome.lost_calls:
+        console.print(f"warning: {outcome.lost_calls} run(s) lost model calls through every "
+                      "retry (column failed_calls; `stratagem audit` shows the error rows): "
+                      "their results say less than they seem to", style="yellow",
+                      highlight=False, markup=False)
     if report:
         rep = report_ablation(outcome.output)
         if not state.quiet:

@@ -228,6 +228,7 @@ def latent_runs(
         "waste_tokens": waste.astype(np.int64),
         "calls": calls.astype(np.int64),
         "error_calls": 0,
+        "failed_calls": 0,
         "transfers": 0,
         "cost_usd": None,
         "wall_s": total / 1500.0,

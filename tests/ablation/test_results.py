@@ -3,6 +3,7 @@ files, CSV/Parquet exports with RunRecord's columns, and no secrets on disk."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,28 @@ def test_a_results_file_from_a_newer_stratagem_is_refused(tmp_path: Path) -> Non
     with pytest.raises(LedgerFormatError, match="newer stratagem"):
         ResultsStore(path)
 
+
+
+def test_a_results_file_of_the_previous_version_is_read_and_labelled_current(
+        tmp_path: Path) -> None:
+    """Version 1 records have no failed_calls: they read as 0, and the file is relabelled,
+    since it now holds (or will hold) records an older stratagem cannot read."""
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as rs:
+        rs.add(record("old"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE results_meta SET value = '1' WHERE key = 'schema_version'")
+        (data,) = conn.execute("SELECT record FROM runs").fetchone()
+        old = json.loads(data)
+        del old["failed_calls"]
+        conn.execute("UPDATE runs SET record = ?", (json.dumps(old),))
+    conn.close()
+
+    with ResultsStore(path) as rs:
+        (rec,) = rs.records()
+    assert rec.run_id == "old" and rec.failed_calls == 0
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute(
+            "SELECT value FROM results_meta WHERE key = 'schema_version'").fetchone()
+    conn.close()
+    assert version == "2"

@@ -18,7 +18,8 @@ from stratagem.errors import ConfigError, LedgerError, LedgerFormatError
 __all__ = ["ResultsStore", "records_frame"]
 
 _KIND = "stratagem-results"
-_VERSION = 1
+_VERSION = 2
+"""2: records carry failed_calls (older readers refuse such files cleanly)."""
 
 
 def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
@@ -66,6 +67,10 @@ class ResultsStore:
                 f"{self.path} was written by a newer stratagem or is not a results file: "
                 "upgrade stratagem or use a new output folder"
             )
+        # An older file gets this version's records from now on: say so, so that an older
+        # stratagem refuses it with the message above rather than failing on a new field.
+        self._conn.execute("UPDATE results_meta SET value = ? WHERE key = 'schema_version'",
+                           (str(_VERSION),))
 
     def add(self, record: RunRecord) -> None:
         """Store one run's record (durably; a second record for the same run is ignored)."""

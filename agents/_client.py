@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import weakref
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import Any
 from stratagem._types import CallStatus
 from stratagem.agents._backend import ChatBackend, ChatRequest, ChatResponse, Message
 from stratagem.agents._defaults import default_backend
+from stratagem.agents._loops import PerLoop
 from stratagem.budgets import (
     Budget,
     LedgerEntry,
@@ -126,33 +126,9 @@ class _LoopState:
 
     limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
-    forget: AsyncGenerator[None, None] | None = None
 
 
-_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def _forget_at_loop_end(loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        # The semaphores and the lock hold their loop: dropped here, or the weak table
-        # would keep every loop (and all it references) alive for good.
-        _LOOPS.pop(loop, None)
-
-
-async def _loop_state() -> _LoopState:
-    loop = asyncio.get_running_loop()
-    state = _LOOPS.get(loop)
-    if state is None:
-        state = _LOOPS[loop] = _LoopState()
-        # Started here, the generator's finally runs when the loop shuts down (asyncio.run
-        # closes unfinished async generators first).
-        state.forget = _forget_at_loop_end(loop)
-        await anext(state.forget)
-    return state
+_LOOPS: PerLoop[_LoopState] = PerLoop(_LoopState)
 
 
 class ModelClient:
@@ -300,7 +276,7 @@ class ModelClient:
             sent = replace(request, max_output=reservation.max_output) if reservation else request
             att = _Attempt(number, reservation)
             try:
-                loop_state = await _loop_state()
+                loop_state = await _LOOPS.get()
                 async with self._limit(backend, loop_state.limits):
                     response = await _send_promptly(backend, sent, loop_state.gate)
             except asyncio.CancelledError as cancel:

@@ -10,12 +10,8 @@ SDK errors are translated into stratagem's: retryable ones into
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-import weakref
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -33,6 +29,7 @@ from stratagem.agents._backend import (
     capabilities_for,
     detect_backend,
 )
+from stratagem.agents._loops import PerLoop
 from stratagem.budgets import Usage
 from stratagem.errors import ConfigError, ContextLengthExceeded, ModelError, TransientModelError
 
@@ -47,26 +44,6 @@ _CONTEXT_OVERFLOW = re.compile(
 
 _TRANSPORTS = ("aiohttp", "httpx2")
 _CHAT_PATH = "/chat/completions"
-
-
-@dataclass(frozen=True, slots=True)
-class _LoopClient:
-    client: openai.AsyncOpenAI
-    closer: AsyncGenerator[None, None]
-
-
-async def _close_at_loop_end(
-    client: openai.AsyncOpenAI,
-    clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient],
-    loop: asyncio.AbstractEventLoop,
-) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        # Dropped from the weak table first: its value references the loop, which would
-        # otherwise stay alive (with the closed client) for as long as the backend.
-        clients.pop(loop, None)
-        await client.close()
 
 
 def usage_from_openai(usage: CompletionUsage | None) -> Usage | None:
@@ -162,9 +139,10 @@ class OpenAIBackend:
         self._caps = capabilities_for(backend or detect_backend(base_url))
         self._timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
         self._extra_body = dict(extra_body or {})
-        # httpx2 connection pools belong to one event loop: one SDK client per loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
-        self._clients = weakref.WeakKeyDictionary()
+        # Connection pools belong to one event loop: one SDK client per loop, closed when
+        # the loop ends even if nobody awaits aclose().
+        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._new_client,
+                                                             lambda c: c.close())
 
     @property
     def name(self) -> str:
@@ -190,33 +168,20 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self._model!r}, endpoint={self.endpoint!r}, " \
                f"backend={self.name!r})"
 
-    async def _client(self) -> openai.AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        held = self._clients.get(loop)
-        if held is None:
-            http_client = (openai.DefaultAioHttpClient(timeout=self._timeout)
-                           if self._transport == "aiohttp" else None)
-            client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self._base_url,
-                max_retries=0,  # ModelClient owns the only retry layer
-                timeout=self._timeout,
-                http_client=http_client,
-            )
-            held = self._clients[loop] = _LoopClient(
-                client, _close_at_loop_end(client, self._clients, loop))
-            # Started here, the generator's ``finally`` closes the client when the loop
-            # shuts down (asyncio.run closes every unfinished async generator first), so a
-            # caller who never awaited aclose() leaks no connections and gets no warning.
-            await anext(held.closer)
-        return held.client
+    def _new_client(self) -> openai.AsyncOpenAI:
+        http_client = (openai.DefaultAioHttpClient(timeout=self._timeout)
+                       if self._transport == "aiohttp" else None)
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=0,  # ModelClient owns the only retry layer
+            timeout=self._timeout,
+            http_client=http_client,
+        )
 
     async def aclose(self) -> None:
         """Close the SDK client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        held = self._clients.pop(loop, None)
-        if held is not None:
-            await held.closer.aclose()
+        await self._clients.aclose()
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -243,7 +208,7 @@ class OpenAIBackend:
 
     async def send(self, request: ChatRequest) -> ChatResponse:
         """One attempt; SDK errors become stratagem errors (see the module docstring)."""
-        client = await self._client()
+        client = await self._clients.get()
         # The SDK's documented call for a raw request (``client.post``) with the JSON body
         # built here: ``chat.completions.create`` would first walk every message through
         # its type-driven transform, the largest CPU cost of a call in a wide fan-out, and

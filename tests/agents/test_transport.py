@@ -91,7 +91,7 @@ def test_a_client_never_closed_is_closed_when_its_loop_ends(transport: str) -> N
         async def forgetful() -> None:
             client = ModelClient(backend)
             await client.complete(MSG, role="solver")
-            seen.append(await backend._client())  # the SDK client of this loop
+            seen.append(await backend._clients.get())  # the SDK client of this loop
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

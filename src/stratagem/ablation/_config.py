@@ -89,12 +89,8 @@ class TopologyConfig(_Strict):
 
     def display(self) -> str:
         """The label used in results."""
-        if self.label:
-            return self.label
-        params = self.params()
-        if not params:
-            return self.name
-        return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
+        return self.label or _label(self.name, {k: str(v) for k, v in
+                                                sorted(self.params().items())})
 
 
 class SuiteConfig(_Strict):
@@ -169,12 +165,15 @@ class PolicyConfig(_Strict):
 
     def display(self) -> str:
         """The label used in results."""
-        if self.label:
-            return self.label
-        params = self.params()
-        if not params:
-            return self.name
-        return f"{self.name}(" + ",".join(f"{k}={_number(v)}" for k, v in params.items()) + ")"
+        return self.label or _label(self.name, {k: _number(v)
+                                                for k, v in self.params().items()})
+
+
+def _label(name: str, params: dict[str, str]) -> str:
+    # Labels feed cell names and run ids: keep their format stable.
+    if not params:
+        return name
+    return f"{name}(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")"
 
 
 def _number(value: float) -> str:

@@ -17,6 +17,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,29 +220,37 @@ def test_sigkill_mid_run_then_resume_in_a_new_process(tmp_path: Path) -> None:
 
 # -- the checkpoint file ----------------------------------------------------------------------
 
-def _pragmas(path: Path, synchronous: str) -> tuple[str, int]:
-    async def go() -> tuple[str, int]:
-        async with sqlite_checkpointer(path, synchronous=synchronous) as saver:
+def test_a_checkpoint_path_is_opened_with_synchronous_normal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run(checkpoint=path)`` saves through a WAL connection at synchronous=NORMAL (read
+    from the very connection the run used, while it is open); the checkpoints are there."""
+    import contextlib
+
+    import stratagem.graphs._run as run_module
+
+    seen: list[tuple[str, int]] = []
+    real = run_module.sqlite_checkpointer
+
+    @contextlib.asynccontextmanager
+    async def spying(path: Path, **kwargs: Any) -> Any:
+        async with real(path, **kwargs) as saver:
+            yield saver
             async with saver.conn.execute("PRAGMA journal_mode") as cur:
                 mode = (await cur.fetchone())[0]  # type: ignore[index]
             async with saver.conn.execute("PRAGMA synchronous") as cur:
                 level = (await cur.fetchone())[0]  # type: ignore[index]
-        return str(mode), int(level)
+            seen.append((str(mode), int(level)))
 
-    return asyncio.run(go())
-
-
-def test_a_checkpoint_path_is_opened_with_synchronous_normal(tmp_path: Path) -> None:
-    """``run(checkpoint=path)`` gets the default (normal); the run's checkpoints are there."""
+    monkeypatch.setattr(run_module, "sqlite_checkpointer", spying)
     model = FunctionModel(lambda messages, request: "Answer: 42")
     path = tmp_path / "ck.sqlite"
     result = run(best_of_n(2, select="vote"), TASK, context=RunContext(
         client=ModelClient(model), budget=fresh_budget()), checkpoint=path)
     assert result.answer == "42"
-    assert _pragmas(path, "normal") == ("wal", 1)
+    assert seen == [("wal", 1)]
 
     async def count() -> int:
-        async with sqlite_checkpointer(path) as saver:
+        async with real(path) as saver:
             return len([c async for c in saver.alist(None)])
 
     assert asyncio.run(count()) >= 3  # input, the fan-out, the selection

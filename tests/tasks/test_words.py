@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from stratagem.errors import ConfigError
@@ -99,3 +103,19 @@ def test_any_length_form_checks_letter_and_dictionary_only() -> None:
 def test_letters_must_contain_a_letter() -> None:
     with pytest.raises(ConfigError, match="letters"):
         get_suite("words", letters="123")
+
+
+def test_any_length_words_have_the_same_gold_answer_in_every_process() -> None:
+    # The gold answer once came from a frozenset's order, which string hashing reshuffles
+    # per process: few-shot prompts built from it changed between a run and its resume.
+    script = ("from stratagem.tasks import get_suite;"
+              "print([t.answer for t in get_suite('words', length='any').generate(8)])")
+    outputs = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
+    tasks = get_suite("words", length="any").generate(8)
+    assert all(t.answer and t.answer.startswith(t.metadata["letter"]) for t in tasks)
+    assert any(t.answer == "be" for t in tasks if t.metadata["letter"] == "b")

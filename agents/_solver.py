@@ -102,6 +102,12 @@ class LLMSolver:
             ``previous``, ``feedback`` (empty strings when absent).
         max_output: Output cap per call.
         role: The role charged in the ledger.
+        examples: Worked examples for few-shot prompting, ``(task, reply)`` pairs (for a
+            suite's, :meth:`~stratagem.tasks.Suite.demonstrations`). Each is shown as an
+            earlier exchange, between the system message and the task: the task rendered
+            with the same template (no context), then the reply as the model's turn. Small
+            models copy the reply's form, so it should end as the template asks
+            (``Answer: ...``). Their tokens are billed as prompt tokens of every call.
     """
 
     def __init__(
@@ -110,10 +116,21 @@ class LLMSolver:
         *,
         max_output: int = 512,
         role: str = "solver",
+        examples: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.template = template
         self.max_output = max_output
         self.role = role
+        self.examples = tuple((str(task), str(reply)) for task, reply in examples)
+        self._shots = [
+            turn
+            for task, reply in self.examples
+            for turn in (self._user_turn(task), {"role": "assistant", "content": reply})
+        ]
+
+    def _user_turn(self, task: str) -> dict[str, str]:
+        return self.template.render(task=task, context="", prior_steps="", previous="",
+                                    feedback="")[-1]
 
     async def solve(
         self,
@@ -143,6 +160,9 @@ class LLMSolver:
             task=task, context=context, prior_steps=steps,
             previous=previous or "", feedback=feedback or "",
         )
+        if self._shots:
+            at = 1 if messages[0]["role"] == "system" else 0
+            messages[at:at] = [dict(turn) for turn in self._shots]
         completion = await client.complete(
             messages, role=self.role, node=node, branch=branch, max_output=self.max_output,
             temperature=temperature, seed=seed, **kw,

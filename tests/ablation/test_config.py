@@ -261,6 +261,8 @@ FIELD_ERRORS = [
     ("suites", [{"name": "arith"}, {"name": "words", "n": "ten"}], "suites[1].n"),
     ("suites", [{"name": "arith", "seed": "x"}], "suites[0].seed"),
     ("suites", [{"n": 3}], "suites[0].name"),
+    ("suites", [{"name": "arith", "few_shot": 17}], "suites[0].few_shot"),
+    ("suites", [{"name": "arith", "few_shot": -1}], "suites[0].few_shot"),
     ("run.concurrency", 0, "run.concurrency"),
     ("run.temperature", 2.5, "run.temperature"),
     ("run.judge_with", "human", "run.judge_with"),

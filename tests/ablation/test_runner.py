@@ -510,6 +510,8 @@ def _nothing_ran(out: Path) -> bool:
 @pytest.mark.parametrize(("suite", "named"), [
     ({"name": "arith", "n": 2, "deph": 3}, "'deph'"),
     ({"name": "nosuch", "n": 2}, "'nosuch'"),
+    ({"name": "words", "n": 30, "length": "any", "letters": "ab", "few_shot": 1},
+     r"suites\[0\]\.few_shot: suite 'words' can give only 0 of the 1 few-shot examples"),
 ])
 def test_a_bad_suite_is_a_config_error_before_anything_runs(
     tmp_path: Path, suite: dict[str, Any], named: str
@@ -580,3 +582,44 @@ def test_runs_that_lost_model_calls_are_counted_not_hidden(
     outcome = run(config)
     assert (outcome.ran, outcome.failed, outcome.lost_calls) == (total, 0, total)
     assert all(r.failed_calls >= 1 and not r.correct for r in records(tmp_path / "out"))
+
+
+def test_few_shot_examples_reach_every_solver_call_and_no_run_is_its_own_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[dict[str, Any]]] = []
+    send = SimulatedModel.send
+
+    async def recording(self: SimulatedModel, request: Any) -> Any:
+        if request.role == "solver":
+            seen.append([dict(m) for m in request.messages])
+        return await send(self, request)
+
+    monkeypatch.setattr(SimulatedModel, "send", recording)
+    grid = {"topologies": ["single", {"name": "best_of_n", "n": 2, "select": "verifier"}],
+            "budgets": [1600], "policies": ["uniform"], "seeds": [0]}
+    suite = {"name": "arith", "n": 4, "depth": [1, 3], "few_shot": 2}
+    config = sim_config(tmp_path / "shots", grid=grid, suites=[suite],
+                        run={"judge_with": "verifier"})
+    outcome = run(config)
+    assert outcome.failed == 0
+
+    arith = get_suite("arith", depth=[1, 3])
+    questions = {t.question for t in arith.generate(4, seed=0)}
+    examples = arith.demonstrations(2, exclude=questions, seed=0)
+    assert seen and len(seen) >= len(records(config.output))
+    for messages in seen:
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user",
+                                                 "assistant", "user"]
+        shown = [(messages[i]["content"], messages[i + 1]["content"]) for i in (1, 3)]
+        assert [a for _, a in shown] == [reply for _, reply in examples]
+        assert all(q in text for (q, _), (text, _) in zip(examples, shown, strict=True))
+        assert sum(q in messages[-1]["content"] for q in questions) == 1
+
+    # The simulator still answers the task asked, not an example: same outcomes as without.
+    plain = sim_config(tmp_path / "plain", grid=grid,
+                       suites=[{**suite, "few_shot": 0}], run={"judge_with": "verifier"})
+    run(plain)
+    with_shots, without = records(config.output), records(plain.output)
+    assert sorted(r.correct for r in with_shots) == sorted(r.correct for r in without)
+    assert sum(r.prompt_tokens for r in with_shots) > sum(r.prompt_tokens for r in without)

@@ -194,6 +194,36 @@ def test_custom_template_changes_the_prompt() -> None:
     ]
 
 
+def test_solver_shows_examples_as_earlier_turns_of_the_same_template() -> None:
+    shots = [("Name a fruit.", "Answer: apple"), ("2 + 2?", "Answer: 4")]
+    with ScriptedModel(["Answer: 42", "Answer: 43"]) as model:
+        client = ModelClient(model)
+        solver = LLMSolver(examples=shots)
+        asyncio.run(solver.solve(client, TASK, feedback="Try again."))
+        asyncio.run(solver.solve(client, TASK))
+    messages = model.requests[0].messages
+    expected_user = SOLVER_PROMPT.render(task="Name a fruit.", context="")[1]["content"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user",
+                                             "assistant", "user"]
+    assert messages[0]["content"] == SOLVER_PROMPT.system
+    assert messages[1]["content"] == expected_user
+    assert [messages[2]["content"], messages[4]["content"]] == ["Answer: apple", "Answer: 4"]
+    assert "Feedback:" not in messages[3]["content"]  # examples carry no context
+    assert TASK in messages[5]["content"] and "Try again." in messages[5]["content"]
+    # Prompt tokens of every call include the examples; the second call sends the same turns.
+    assert model.requests[1].messages[:5] == messages[:5]
+    first, second = client.ledger.entries()
+    assert first.prompt_tokens > second.prompt_tokens > 0  # the feedback is longer
+
+    custom = PromptTemplate(system="", user="Q: {task}")
+    with ScriptedModel(["42"]) as model:
+        asyncio.run(LLMSolver(custom, examples=[("1+1", "2")]).solve(ModelClient(model), "3"))
+    assert model.requests[0].messages == [
+        {"role": "user", "content": "Q: 1+1"}, {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "Q: 3"},
+    ]
+
+
 def test_template_with_a_field_the_role_lacks_raises_config_error() -> None:
     bad = PromptTemplate(system="{persona}", user="{task} {hint}")
     with pytest.raises(ConfigError, match="'hint', 'persona'"):

@@ -19,6 +19,7 @@ from pydantic import (
 
 from stratagem.budgets import AllocationPolicy, DifficultyAdaptive, Uniform
 from stratagem.errors import ConfigError
+from stratagem.tasks import MAX_FEW_SHOT
 
 __all__ = [
     "AblationConfig",
@@ -104,6 +105,9 @@ class SuiteConfig(_Strict):
     """Tasks to draw."""
     seed: int = 0
     """Seed of the draw."""
+    few_shot: int = Field(default=0, ge=0, le=MAX_FEW_SHOT)
+    """Worked examples of the suite shown to the solver before each task (few-shot
+    prompting); never one of the tasks drawn."""
 
     def params(self) -> dict[str, Any]:
         """The suite's parameters (e.g. ``depth``, ``length``, ``path``)."""

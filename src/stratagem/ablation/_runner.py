@@ -186,11 +186,14 @@ class Sweep:
         config: The validated config.
         suites: Each suite with the tasks drawn from it.
         pricing: Prices for ``cost_usd``.
+        examples: The solver's few-shot examples, by suite name (suites with
+            ``few_shot = 0`` have none).
     """
 
     config: AblationConfig
     suites: tuple[tuple[Suite, tuple[Task, ...]], ...]
     pricing: Pricing
+    examples: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: AblationConfig) -> Sweep:
@@ -206,8 +209,16 @@ class Sweep:
                 raise ConfigError(f"grid.topologies[{i}] ({topo.display()}): bad parameter: "
                                   f"{exc}") from exc
         suites = tuple((suite, tuple(tasks)) for suite, tasks in _suites(config))
+        examples = {}
+        for i, (spec, (suite, tasks)) in enumerate(zip(config.suites, suites, strict=True)):
+            if spec.few_shot:
+                try:
+                    examples[suite.name] = tuple(suite.demonstrations(
+                        spec.few_shot, exclude={t.question for t in tasks}, seed=spec.seed))
+                except ConfigError as exc:
+                    raise ConfigError(f"suites[{i}].few_shot: {exc}") from exc
         pricing = Pricing.from_toml(config.pricing) if config.pricing else Pricing.default()
-        return cls(config, suites, pricing)
+        return cls(config, suites, pricing, examples)
 
     def plan(self) -> list[PlannedRun]:
         """Every run of the grid (see :func:`plan_runs`)."""
@@ -267,13 +278,16 @@ class Sweep:
         client = ModelClient(default, roles=roles, ledger=ledger, pricing=self.pricing,
                              concurrency=limits)
         by_suite = {s.name: s for s, _ in self.suites}
+        solvers = {s.name: LLMSolver(max_output=self.config.run.max_output,
+                                     examples=self.examples.get(s.name, ()))
+                   for s, _ in self.suites}
         graphs: dict[str, Any] = {}
         sem = asyncio.Semaphore(self.config.run.concurrency)
 
         async def one(plan: PlannedRun) -> RunOutcome:
             async with sem:
-                record = await self._run(plan, by_suite[plan.suite], client, graphs,
-                                         checkpointer)
+                record = await self._run(plan, by_suite[plan.suite], solvers[plan.suite],
+                                         client, graphs, checkpointer)
             if not ship_rows:
                 return RunOutcome(record)
             return RunOutcome(record, tuple(ledger.entries(run_id=plan.run_id)),
@@ -289,8 +303,9 @@ class Sweep:
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.aclose()
 
-    async def _run(self, plan: PlannedRun, suite: Suite, client: ModelClient,
-                   graphs: dict[str, Any], saver: BaseCheckpointSaver[Any] | None) -> RunRecord:
+    async def _run(self, plan: PlannedRun, suite: Suite, solver: LLMSolver,
+                   client: ModelClient, graphs: dict[str, Any],
+                   saver: BaseCheckpointSaver[Any] | None) -> RunRecord:
         config = self.config
         graph = graphs.get(plan.topology)
         if graph is None:
@@ -304,7 +319,7 @@ class Sweep:
                         plan.allocated), pricing=self.pricing)
         ctx = RunContext(
             client=client, budget=budget,
-            solver=LLMSolver(max_output=config.run.max_output),
+            solver=solver,
             verifier=suite.verifier(plan.task),
             policy=JudgeFeedback(threshold=config.run.feedback_threshold)
             if config.run.reallocation == "judge_feedback" else None,

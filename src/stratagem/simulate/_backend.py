@@ -132,7 +132,10 @@ class SimulatedModel:
     async def send(self, request: ChatRequest) -> ChatResponse:
         """Answer as the role in ``request.role`` would, at the planted skill."""
         text_in = "\n".join(str(m.get("content", "")) for m in request.messages)
-        task = self._find(text_in)
+        # The last message first: earlier turns may be few-shot examples of other tasks.
+        task = self._find(str(request.messages[-1].get("content", ""))) if request.messages \
+            else None
+        task = task or self._find(text_in)
         rng = self._rng(request, "")
         role = request.role
         if role == "planner":

@@ -31,12 +31,13 @@ from stratagem.tasks._humaneval import HumanEvalSuite, extract_code
 from stratagem.tasks._jsonl import CHECKER_TYPES, JsonlSuite, load_jsonl_suite
 from stratagem.tasks._registry import SUITES, get_suite
 from stratagem.tasks._sandbox import ExecutionResult, run_python
-from stratagem.tasks._task import ANSWER_LINE, Suite, Task
+from stratagem.tasks._task import ANSWER_LINE, MAX_FEW_SHOT, Suite, Task
 from stratagem.tasks._words import WordsSuite, english_words
 
 __all__ = [
     "ANSWER_LINE",
     "CHECKER_TYPES",
+    "MAX_FEW_SHOT",
     "SUITES",
     "ArithSuite",
     "ConnectivitySuite",

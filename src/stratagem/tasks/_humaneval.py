@@ -7,6 +7,7 @@ import json
 import random
 import re
 import textwrap
+from collections.abc import Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -156,6 +157,15 @@ class HumanEvalSuite(Suite):
         """
         check_count(n, available=len(self._tasks))
         return random.Random(f"humaneval:{seed}").sample(list(self._tasks), n)
+
+    def _demonstration_candidates(self, seed: int) -> Iterator[Task]:
+        """The whole pool, in a seeded order of its own."""
+        return iter(random.Random(f"humaneval-demonstrations:{seed}").sample(
+            list(self._tasks), len(self._tasks)))
+
+    def demonstration_reply(self, task: Task) -> str:
+        """The reference solution (the prompt and its canonical body) in a ```python block."""
+        return f"```python\n{task.answer}```"
 
     def execute(self, task: Task, response: str) -> ExecutionResult:
         """Run ``task``'s tests against ``response`` and say how it went (for diagnostics)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,11 @@ class JsonlSuite(Suite):
         """
         check_count(n, available=len(self._tasks))
         return random.Random(f"jsonl:{seed}").sample(list(self._tasks), n)
+
+    def _demonstration_candidates(self, seed: int) -> Iterator[Task]:
+        """The whole pool, in a seeded order of its own."""
+        return iter(random.Random(f"jsonl-demonstrations:{seed}").sample(
+            list(self._tasks), len(self._tasks)))
 
     def check(self, task: Task, response: str) -> bool:
         """The task's checker spec, or exact match with its ``answer``, passes."""

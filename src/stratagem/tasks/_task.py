@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -14,10 +14,20 @@ from stratagem.agents import extract_answer
 from stratagem.errors import ConfigError
 from stratagem.tasks._answers import answers_match
 
-__all__ = ["ANSWER_LINE", "IntRange", "Suite", "Task", "check_count", "int_range"]
+__all__ = ["ANSWER_LINE", "MAX_FEW_SHOT", "IntRange", "Suite", "Task", "check_count",
+           "int_range"]
 
 ANSWER_LINE = "End your reply with a line of the form `Answer: <answer>`."
 """The instruction closing every question whose answer is read by ``extract_answer``."""
+
+MAX_FEW_SHOT = 16
+"""The most few-shot demonstrations :meth:`Suite.demonstrations` draws."""
+
+_DEMO_DRAW = 256
+"""Tasks generated per round when looking for demonstrations."""
+
+_DEMO_SEED = 1_000_003
+"""Offset between the task draw's seed and the demonstration draws' seeds."""
 
 IntRange = int | tuple[int, int]
 """A fixed value, or an inclusive ``(min, max)`` range drawn from uniformly per task."""
@@ -99,6 +109,57 @@ class Suite(ABC):
             return await asyncio.to_thread(self.check, task, response)
 
         return verify
+
+    def demonstrations(self, k: int, *, exclude: Collection[str] = (),
+                       seed: int = 0) -> list[tuple[str, str]]:
+        """``k`` worked examples for few-shot prompting: ``(question, reply)`` pairs.
+
+        Each is a task of this suite with a known answer, and its reply is that answer in
+        the form the checker reads (:meth:`demonstration_reply`). No demonstration repeats
+        a question in ``exclude`` (the tasks being evaluated, so none is answered in its
+        own prompt) or another demonstration. The same arguments give the same examples.
+
+        Args:
+            k: How many, from 0 to :data:`MAX_FEW_SHOT`.
+            exclude: Questions the examples must not repeat.
+            seed: Seeds the draw (use the task draw's seed: examples then follow it).
+
+        Raises:
+            ConfigError: ``k`` is out of range, or the suite has fewer than ``k`` tasks with
+                an answer whose question is not excluded.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_FEW_SHOT:
+            raise ConfigError(f"few_shot must be an integer from 0 to {MAX_FEW_SHOT}, "
+                              f"got {k!r}")
+        seen = set(exclude)
+        picked: list[tuple[str, str]] = []
+        for task in self._demonstration_candidates(seed):
+            if len(picked) == k:
+                break
+            if task.answer is None or task.question in seen:
+                continue
+            seen.add(task.question)
+            picked.append((task.question, self.demonstration_reply(task)))
+        if len(picked) < k:
+            raise ConfigError(
+                f"suite {self.name!r} can give only {len(picked)} of the {k} few-shot "
+                "examples asked for: every other question it can generate is among the tasks "
+                "drawn (an example must not be a task being evaluated). Lower few_shot, draw "
+                "fewer tasks (n), or widen the suite's parameters"
+            )
+        return picked
+
+    def demonstration_reply(self, task: Task) -> str:
+        """How a worked example's reply reads: ``Answer: <gold>`` (the line
+        :func:`~stratagem.agents.extract_answer` reads); suites whose checker reads something
+        else override it."""
+        return f"Answer: {task.answer}"
+
+    def _demonstration_candidates(self, seed: int) -> Iterator[Task]:
+        """Tasks to pick demonstrations from, in a seeded order. Generated suites draw a few
+        rounds of fresh tasks; fixed suites override this to shuffle their whole pool."""
+        for round_ in range(1, 5):
+            yield from self.generate(_DEMO_DRAW, seed=seed + round_ * _DEMO_SEED)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

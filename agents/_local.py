@@ -98,6 +98,8 @@ _SERVER_ENV_NAMES: Final = frozenset({
 })
 _PR_SET_PDEATHSIG: Final = 1
 _PORT_ATTEMPTS: Final = 5
+_WORKDIR_PREFIX: Final = "stratagem-llama-"
+_OWNER_FILE: Final = "owner.pid"
 _POLL_INTERVAL: Final = 0.1
 # uvicorn logs this line only after its own bind() succeeded: proof that the server answering on
 # the port is our child, not a process that took the port between our probe and its bind.
@@ -218,7 +220,9 @@ class LocalModelServer:
             _require_server_packages()
             began = time.monotonic()
             self._owner_pid = os.getpid()
-            self._workdir = Path(tempfile.mkdtemp(prefix="stratagem-llama-"))
+            _remove_orphaned_workdirs()
+            self._workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+            (self._workdir / _OWNER_FILE).write_text(str(self._owner_pid), encoding="ascii")
             try:
                 self._launch_until_bound(model, deadline=began + self._startup_timeout)
             except BaseException:  # Ctrl-C included: never leave a half-started child behind
@@ -466,6 +470,25 @@ def _answers(url: str) -> bool:
         return False
     except OSError:  # URLError, refused, reset, timeout
         return False
+
+
+def _remove_orphaned_workdirs() -> None:
+    """Delete the working folders (server logs) of servers whose owning process is gone.
+
+    :meth:`LocalModelServer.stop` deletes its folder; a process killed outright (SIGKILL, the
+    OOM killer) cannot, and its server dies with it. The next start anywhere on the machine
+    removes what it left. A folder without an owner file, or whose owner is alive (or not
+    ours to signal), is left alone.
+    """
+    for folder in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*"):
+        try:
+            owner = int((folder / _OWNER_FILE).read_text(encoding="ascii"))
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            _log.debug("local_server.orphan_removed", folder=str(folder), owner=owner)
+        except (OSError, ValueError):
+            continue  # no owner file, unreadable, or an owner we may not signal
 
 
 def _free_port() -> int:

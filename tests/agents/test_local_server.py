@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -29,6 +30,7 @@ from stratagem.agents import _local
 from stratagem.agents._local import (
     LOCAL_MODEL_ALIAS,
     LocalModelServer,
+    _remove_orphaned_workdirs,
     ensure_local_server,
     smollm2_model_path,
 )
@@ -90,6 +92,30 @@ def test_missing_llama_cpp_names_the_fix(
     with pytest.raises(ConfigError, match=r"llama_cpp.*pip install 'stratagem\[local\]'"):
         server.start()
     assert not server.running
+
+
+def test_only_folders_of_dead_owners_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # reaped: its pid names no process now
+    owners = {"dead": str(finished.pid), "alive": str(os.getpid()), "garbled": "x",
+              "no-owner": None}
+    for name, owner in owners.items():
+        folder = tmp_path / f"stratagem-llama-{name}"
+        folder.mkdir()
+        (folder / "server.log").write_text("INFO: ...")
+        if owner is not None:
+            (folder / "owner.pid").write_text(owner)
+    (tmp_path / "unrelated").mkdir()
+    (tmp_path / "unrelated" / "owner.pid").write_text(str(finished.pid))
+
+    _remove_orphaned_workdirs()
+
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["stratagem-llama-alive", "stratagem-llama-garbled",
+                    "stratagem-llama-no-owner", "unrelated"]
 
 
 def test_properties_need_a_running_server() -> None:
@@ -259,7 +285,7 @@ _ORPHAN_SCRIPT = textwrap.dedent(
     worker = threading.Thread(target=lambda: box.append(LocalModelServer().start()))
     worker.start()
     worker.join()
-    print("READY", box[0].pid, box[0].port, flush=True)  # stdout also carries logs
+    print("READY", box[0].pid, box[0].port, box[0].log_path.parent, flush=True)
     time.sleep(300)
     """
 )
@@ -280,7 +306,8 @@ def test_server_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
                 if line.startswith("READY "):
                     break
             assert line.startswith("READY "), f"parent failed: {stderr_path.read_text()}"
-            child_pid, port = map(int, line.split()[1:])
+            pid_text, port_text, workdir_text = line.split()[1:]
+            child_pid, port, workdir = int(pid_text), int(port_text), Path(workdir_text)
             with _NO_PROXY.open(f"http://127.0.0.1:{port}/v1/models", timeout=10) as response:
                 assert response.status == 200  # alive after the starting thread exited
             parent.send_signal(signal.SIGKILL)
@@ -294,6 +321,10 @@ def test_server_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
                 time.sleep(0.1)
             assert _process_gone(child_pid), "the server outlived its SIGKILLed parent"
             assert _port_refuses(port)
+            # Its folder (the server log) outlives it, until the next start removes it.
+            assert (workdir / "owner.pid").read_text() == str(parent.pid)
+            _remove_orphaned_workdirs()
+            assert not workdir.exists()
         finally:
             if parent.poll() is None:
                 parent.kill()

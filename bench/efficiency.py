@@ -3,19 +3,24 @@
 On the embedded model (SmolLM2-135M, started on 127.0.0.1 by stratagem), the ``words``
 suite ("write an English word that starts with 'b'", checked exactly; first letters drawn from
 the whole alphabet, so difficulty varies), same tasks and seeds for every cell, each run
-through ``stratagem.ablation.run_ablation``:
+through ``stratagem.ablation.run_ablation``. Every solver call shows ``--few-shot`` worked
+examples first (other letters, never a task being evaluated: ``few_shot`` in the suite
+table); without them this model rarely follows the answer format and best-of-N measures little
+but luck (``--few-shot 0`` shows it).
 
   * **uniform best-of-N** (the baseline): ``best_of_n(N, select="verifier")``, every task the
     same budget ``B = N x --per-sample`` (enough for N full samples), no reallocation. Its
     accuracy ``a_u`` is the share of tasks with a correct answer among N samples.
   * **adaptive**: a ``difficulty_adaptive`` policy splits each cell's batch total between
-    tasks by their difficulty label (how few common words start with the letter): tasks above
-    ``--skip-above`` are judged hopeless and get ``--skip-weight`` (a tenth of an easy task's
-    share by default), the others ``floor + difficulty``. Within a task sampling goes on in
-    rounds (``best_of_n(1, select="verifier", max_rounds=...)`` with ``reallocation =
+    tasks by their difficulty label (how few common words start with the letter): weight
+    ``floor + difficulty``, and tasks above ``--skip-above`` (none by default) are judged
+    hopeless and get ``--skip-weight``. Within a task sampling goes on in rounds
+    (``best_of_n(1, select="verifier", max_rounds=...)`` with ``reallocation =
     "judge_feedback"``): one sample, then two more per round until the verifier accepts one
-    or the task's budget cannot fit another, so the budget decides how many samples are
-    drawn. It runs at per-task budgets ``B'`` from ``--fractions`` x ``B``.
+    or the task's budget cannot fit another, so the budget caps how many samples are drawn
+    and a task stops spending as soon as it is solved. It runs at per-task budgets ``B'``
+    from ``--fractions`` x ``B`` (above 1: a cap above the baseline's, which only the tasks
+    still unsolved after most of it reach).
   * **uniform sequential** at ``B``: the same rounds with the uniform split. It separates the
     two things adaptive does: stopping early once a sample is verified, and moving budget
     between tasks by difficulty.
@@ -29,14 +34,17 @@ Headline: the smallest ``B'`` whose adaptive accuracy is >= ``a_u``, and the rat
 adaptive's mean billed tokens per task there to best-of-N's (also ``B'/B``, the ratio of
 budgets). Accuracies are shown with Wilson 95% intervals. Target: <= 0.5x.
 
-Usage:
-    python bench/efficiency.py [--tasks 40] [--n 4] [--fractions 0.25 0.5 0.75 1]
-                               [--seeds 0 1000] [--letters abc...z] [--skip-above 0.25]
-                               [--keep DIR] [--backend local|simulated]
+The ratio depends on N and on how often a sample is right: stopping at the first verified
+sample draws about ``(1 - (1 - p)^N) / p`` samples where best-of-N draws N, so the saving
+grows with N and with p. ``--n 4`` shows the smaller N.
 
-With ``--letters bcdfghlmnprstw`` (common letters only, as the quickstart uses) difficulty
-hardly varies and the label does not predict this model's failures: there adaptive
-allocation can only stop early, and the ratio shows what that alone is worth.
+Usage:
+    python bench/efficiency.py [--tasks 12] [--n 8] [--fractions 0.5 0.75 1 1.25 1.5]
+                               [--seeds 0 1000 ...] [--few-shot 2] [--letters abc...z]
+                               [--skip-above 1] [--keep DIR] [--backend local|simulated]
+
+``--tasks`` stays small because the ``words`` suite has one question per letter: the
+examples need letters that no task drew.
 
 ``--backend simulated`` runs the same design on the simulated backend in seconds (for
 checking the benchmark itself; its figures are SIMULATED and say nothing about the model).
@@ -75,7 +83,7 @@ def config(name: str, out: Path, args: argparse.Namespace, *, topology: dict[str
         "grid": {"topologies": [topology], "budgets": budgets, "seeds": args.seeds,
                  "policies": policies},
         "suites": [{"name": "words", "n": args.tasks, "seed": args.task_seed,
-                    "length": "any", "letters": args.letters}],
+                    "length": "any", "letters": args.letters, "few_shot": args.few_shot}],
         "run": {"concurrency": args.concurrency, "temperature": args.temperature,
                 "max_output": args.max_output, "judge_with": "verifier",
                 "reallocation": reallocation,
@@ -119,15 +127,20 @@ def show(cells: pd.DataFrame) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=40, help="words tasks")
+    parser.add_argument("--tasks", type=int, default=12,
+                        help="words tasks (few enough that letters are left for examples)")
     parser.add_argument("--task-seed", type=int, default=0, help="seed of the task draw")
     # Branch i samples with seed + i: seeds far apart give independent samples.
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1000],
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        default=[0, 1000, 2000, 3000, 4000, 5000],
                         help="sampling seeds (each runs every task again)")
-    parser.add_argument("--n", type=int, default=4, help="N of the uniform best-of-N baseline")
-    parser.add_argument("--per-sample", type=int, default=130,
+    parser.add_argument("--n", type=int, default=8, help="N of the uniform best-of-N baseline")
+    parser.add_argument("--few-shot", type=int, default=2,
+                        help="worked examples (other letters) shown before each task")
+    parser.add_argument("--per-sample", type=int, default=230,
                         help="tokens one full sample needs (prompt + max output + margin)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
+    parser.add_argument("--fractions", type=float, nargs="+",
+                        default=[0.5, 0.75, 1.0, 1.25, 1.5],
                         help="adaptive budgets, as fractions of the baseline's")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
                         help="adaptive budgets per task in tokens (instead of --fractions)")
@@ -138,7 +151,7 @@ def main() -> None:
                         help="first letters to draw from (default: the whole alphabet)")
     parser.add_argument("--floor", type=float, default=1.0,
                         help="adaptive: weight of every task that is not judged hopeless")
-    parser.add_argument("--skip-above", type=float, default=0.25,
+    parser.add_argument("--skip-above", type=float, default=1.0,
                         help="adaptive: tasks with a higher difficulty are judged hopeless")
     parser.add_argument("--skip-weight", type=float, default=0.1,
                         help="adaptive: weight of a hopeless task")
@@ -195,7 +208,8 @@ def main() -> None:
 
     tag = " (SIMULATED backend)" if simulated else ""
     print(f"\nwords suite{tag}: {args.tasks} tasks x {len(args.seeds)} seed(s), letters "
-          f"{args.letters}, temperature {args.temperature}, max_output {args.max_output}; "
+          f"{args.letters}, {args.few_shot} worked examples, temperature {args.temperature}, "
+          f"max_output {args.max_output}; "
           f"adaptive: floor {args.floor}, hopeless above difficulty {args.skip_above} "
           f"(weight {args.skip_weight}); "
           f"{elapsed:.0f} s, load {os.getloadavg()[0]:.1f}")

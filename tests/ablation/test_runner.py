@@ -28,9 +28,10 @@ from stratagem.ablation import (
     plan_runs,
     run_ablation,
 )
+from stratagem.agents import ChatRequest
 from stratagem.budgets import LedgerStore
 from stratagem.errors import ConfigError
-from stratagem.simulate import SimulatedModel
+from stratagem.simulate import SimEffects, SimulatedModel, sim_tasks
 from stratagem.tasks import get_suite
 
 TOPOLOGIES: list[Any] = [
@@ -507,16 +508,19 @@ def _nothing_ran(out: Path) -> bool:
     return records(out) == [] and ledger_rows(out) == 0
 
 
-@pytest.mark.parametrize(("suite", "named"), [
-    ({"name": "arith", "n": 2, "deph": 3}, "'deph'"),
-    ({"name": "nosuch", "n": 2}, "'nosuch'"),
-    ({"name": "words", "n": 30, "length": "any", "letters": "ab", "few_shot": 1},
+@pytest.mark.parametrize(("suites", "named"), [
+    ([{"name": "arith", "n": 2, "deph": 3}], "'deph'"),
+    ([{"name": "nosuch", "n": 2}], "'nosuch'"),
+    ([{"name": "words", "n": 30, "length": "any", "letters": "ab", "few_shot": 1}],
      r"suites\[0\]\.few_shot: suite 'words' can give only 0 of the 1 few-shot examples"),
+    ([{"name": "arith", "n": 2}, {"name": "words", "n": 2},
+      {"name": "words", "n": 2, "letters": "abcd"}],
+     r"suites\[1\] and suites\[2\] are both the suite 'words'"),
 ])
 def test_a_bad_suite_is_a_config_error_before_anything_runs(
-    tmp_path: Path, suite: dict[str, Any], named: str
+    tmp_path: Path, suites: list[dict[str, Any]], named: str
 ) -> None:
-    config = sim_config(tmp_path / "out", suites=[suite])
+    config = sim_config(tmp_path / "out", suites=suites)
 
     with pytest.raises(ConfigError, match=named):
         run(config)
@@ -623,3 +627,18 @@ def test_few_shot_examples_reach_every_solver_call_and_no_run_is_its_own_example
     with_shots, without = records(config.output), records(plain.output)
     assert sorted(r.correct for r in with_shots) == sorted(r.correct for r in without)
     assert sum(r.prompt_tokens for r in with_shots) > sum(r.prompt_tokens for r in without)
+
+
+def test_the_simulator_answers_the_last_question_when_an_example_is_also_one_of_its_tasks(
+) -> None:
+    shown, asked = "Start with 2. Add 5. What is the result?", "What is 3 + 6?"
+    model = SimulatedModel(sim_tasks([(shown, "7", 0.0), (asked, "9", 0.0)]),
+                           SimEffects(skill=30.0))
+    request = ChatRequest(
+        messages=[{"role": "user", "content": shown},
+                  {"role": "assistant", "content": "Answer: 7"},
+                  {"role": "user", "content": asked}],
+        model="sim", max_output=64, role="solver", node="solver",
+    )
+    reply = asyncio.run(model.send(request))
+    assert reply.text.endswith("Answer: 9")

@@ -140,9 +140,17 @@ def _run_id(*parts: object) -> str:
 
 
 def _suites(config: AblationConfig) -> list[tuple[Suite, list[Task]]]:
-    out = []
-    for s in config.suites:
+    out: list[tuple[Suite, list[Task]]] = []
+    for i, s in enumerate(config.suites):
         suite = get_suite(s.name, **s.params())
+        first = next((j for j, (other, _) in enumerate(out) if other.name == suite.name), None)
+        if first is not None:
+            # Records, run ids, checkers and examples are all found by the suite's name.
+            raise ConfigError(
+                f"suites[{first}] and suites[{i}] are both the suite {suite.name!r}: their "
+                "runs would be mixed up. Run the two variants as separate ablations (a jsonl "
+                "suite takes its own `name`)"
+            )
         out.append((suite, suite.generate(s.n, seed=s.seed)))
     return out
 

@@ -29,11 +29,10 @@ def test_examples_are_solved_distinct_and_never_an_evaluated_task(
     questions = [q for q, _ in examples]
     assert len(set(questions)) == 4 and not asked & set(questions)
     # Each reply is the gold answer in the form the checker reads: it passes the check.
-    by_question = {t.question: t for t in suite.generate(4 * 256, seed=5 + 1_000_003)}
+    by_question = {t.question: t for t in suite._demonstration_candidates(5)}
     for question, reply in examples:
         assert reply.startswith("Answer: ")
-        if question in by_question:
-            assert suite.check(by_question[question], reply), (question, reply)
+        assert suite.check(by_question[question], reply), (question, reply)
     assert suite.demonstrations(4, exclude=asked, seed=5) == examples  # deterministic
     assert suite.demonstrations(0, exclude=asked) == []
 
@@ -63,7 +62,7 @@ def test_fixed_suites_draw_from_their_pool_skipping_tasks_without_an_answer(
     asked = {"0 + 0?", "1 + 1?"}
     examples = suite.demonstrations(2, exclude=asked, seed=3)
     assert sorted(examples) == [("2 + 2?", "Answer: 4"), ("3 + 3?", "Answer: 6")]
-    with pytest.raises(ConfigError, match="only 2 of the 3"):
+    with pytest.raises(ConfigError, match=r"only 2 of the 3.*no gold `answer` to show \(1 of"):
         suite.demonstrations(3, exclude=asked)
 
 

@@ -133,18 +133,24 @@ class Suite(ABC):
                               f"got {k!r}")
         seen = set(exclude)
         picked: list[tuple[str, str]] = []
+        unanswered = 0
         for task in self._demonstration_candidates(seed):
             if len(picked) == k:
                 break
-            if task.answer is None or task.question in seen:
+            if task.question in seen:
                 continue
             seen.add(task.question)
-            picked.append((task.question, self.demonstration_reply(task)))
+            if task.answer is None:
+                unanswered += 1
+            else:
+                picked.append((task.question, self.demonstration_reply(task)))
         if len(picked) < k:
+            why = (f" or have no gold `answer` to show ({unanswered} of them: a checker "
+                   "alone cannot make an example)") if unanswered else ""
             raise ConfigError(
                 f"suite {self.name!r} can give only {len(picked)} of the {k} few-shot "
-                "examples asked for: every other question it can generate is among the tasks "
-                "drawn (an example must not be a task being evaluated). Lower few_shot, draw "
+                "examples asked for: its other questions are among the tasks drawn (an "
+                f"example must not be a task being evaluated){why}. Lower few_shot, draw "
                 "fewer tasks (n), or widen the suite's parameters"
             )
         return picked

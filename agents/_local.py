@@ -222,7 +222,8 @@ class LocalModelServer:
             self._owner_pid = os.getpid()
             _remove_orphaned_workdirs()
             self._workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
-            (self._workdir / _OWNER_FILE).write_text(str(self._owner_pid), encoding="ascii")
+            (self._workdir / _OWNER_FILE).write_text(_owner_line(self._owner_pid),
+                                                     encoding="utf-8")
             try:
                 self._launch_until_bound(model, deadline=began + self._startup_timeout)
             except BaseException:  # Ctrl-C included: never leave a half-started child behind
@@ -472,17 +473,27 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _owner_line(pid: int) -> str:
+    # The host name keeps a container sharing /tmp from judging another's pids.
+    return f"{socket.gethostname()} {pid}"
+
+
 def _remove_orphaned_workdirs() -> None:
     """Delete the working folders (server logs) of servers whose owning process is gone.
 
     :meth:`LocalModelServer.stop` deletes its folder; a process killed outright (SIGKILL, the
-    OOM killer) cannot, and its server dies with it. The next start anywhere on the machine
-    removes what it left. A folder without an owner file, or whose owner is alive (or not
-    ours to signal), is left alone.
+    OOM killer) cannot, and its server dies with it. The next start on the same host removes
+    what it left. A folder without an owner file, of another host, or whose owner is alive
+    (or not ours to signal) is left alone.
     """
+    host = socket.gethostname()
     for folder in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*"):
         try:
-            owner = int((folder / _OWNER_FILE).read_text(encoding="ascii"))
+            owner_host, _, pid = (folder / _OWNER_FILE).read_text(encoding="utf-8") \
+                .rpartition(" ")
+            owner = int(pid)
+            if owner_host != host:
+                continue
             os.kill(owner, 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)

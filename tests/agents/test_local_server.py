@@ -100,7 +100,9 @@ def test_only_folders_of_dead_owners_are_removed(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()  # reaped: its pid names no process now
-    owners = {"dead": str(finished.pid), "alive": str(os.getpid()), "garbled": "x",
+    host = socket.gethostname()
+    owners = {"dead": f"{host} {finished.pid}", "alive": f"{host} {os.getpid()}",
+              "elsewhere": f"other-{host} {finished.pid}", "garbled": f"{host} x",
               "no-owner": None}
     for name, owner in owners.items():
         folder = tmp_path / f"stratagem-llama-{name}"
@@ -109,13 +111,13 @@ def test_only_folders_of_dead_owners_are_removed(
         if owner is not None:
             (folder / "owner.pid").write_text(owner)
     (tmp_path / "unrelated").mkdir()
-    (tmp_path / "unrelated" / "owner.pid").write_text(str(finished.pid))
+    (tmp_path / "unrelated" / "owner.pid").write_text(f"{host} {finished.pid}")
 
     _remove_orphaned_workdirs()
 
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == ["stratagem-llama-alive", "stratagem-llama-garbled",
-                    "stratagem-llama-no-owner", "unrelated"]
+    assert left == ["stratagem-llama-alive", "stratagem-llama-elsewhere",
+                    "stratagem-llama-garbled", "stratagem-llama-no-owner", "unrelated"]
 
 
 def test_properties_need_a_running_server() -> None:
@@ -322,7 +324,7 @@ def test_server_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
             assert _process_gone(child_pid), "the server outlived its SIGKILLed parent"
             assert _port_refuses(port)
             # Its folder (the server log) outlives it, until the next start removes it.
-            assert (workdir / "owner.pid").read_text() == str(parent.pid)
+            assert (workdir / "owner.pid").read_text() == f"{socket.gethostname()} {parent.pid}"
             _remove_orphaned_workdirs()
             assert not workdir.exists()
         finally:

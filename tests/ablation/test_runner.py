@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -316,6 +317,62 @@ def test_a_rerun_skips_every_finished_run(tmp_path: Path) -> None:
     assert ledger_rows(config.output) == rows
     assert by_run(records(config.output)) == before
     assert (config.output / "results.csv").is_file()
+
+
+ONE_CELL = {"grid": {"topologies": ["single"], "budgets": [400], "policies": ["uniform"],
+                     "seeds": [0]}}
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"run": {"temperature": 0.3}}, "run.temperature was 0.8, is 0.3"),
+    ({"endpoint": {"backend": "simulated", "model": "other"}}, "endpoint.model was null, is"),
+    ({"simulation": {"skill": 1.5}}, "simulation.skill was 0.0, is 1.5"),
+    ({"suites": [{"name": "arith", "n": N_TASKS, "depth": [2, 6], "few_shot": 2}]},
+     "suites (arith).few_shot was 0, is 2"),
+    ({"suites": [{"name": "arith", "n": N_TASKS, "depth": 4}]},
+     "suites (arith).depth was [2, 6], is 4"),
+])
+def test_a_rerun_with_other_settings_is_refused_and_changes_nothing(
+    tmp_path: Path, changes: dict[str, Any], named: str
+) -> None:
+    config = sim_config(tmp_path / "out", **ONE_CELL)
+    run(config, config_text="# first\n")
+    before, rows = by_run(records(config.output)), ledger_rows(config.output)
+
+    changed = sim_config(tmp_path / "out", **ONE_CELL, **changes)
+    with pytest.raises(ConfigError, match=re.escape(named)) as caught:
+        run(changed, config_text="# second\n")
+
+    assert "new `output` folder" in str(caught.value)
+    assert by_run(records(config.output)) == before
+    assert ledger_rows(config.output) == rows
+    assert (config.output / "config.toml").read_text() == "# first\n"
+
+
+def test_growing_the_grid_or_adding_a_suite_runs_only_what_is_new(tmp_path: Path) -> None:
+    config = sim_config(tmp_path / "out", **ONE_CELL)
+    first = run(config)
+    grown = sim_config(
+        tmp_path / "out", run={"concurrency": 1, "durable": False},
+        grid={"topologies": ["single"], "budgets": [400, 800], "policies": ["uniform"],
+              "seeds": [0, 1]},
+        suites=[{"name": "arith", "n": N_TASKS, "depth": [2, 6]},
+                {"name": "words", "n": 2, "length": "any"}],
+    )
+    again = run(grown)
+    assert again.skipped == first.planned
+    assert again.ran == again.planned - first.planned == 4 * (N_TASKS + 2) - N_TASKS
+
+
+def test_a_folder_from_before_settings_were_recorded_is_accepted(tmp_path: Path) -> None:
+    config = sim_config(tmp_path / "out", **ONE_CELL)
+    run(config)
+    with sqlite3.connect(config.output / "results.sqlite") as conn:
+        conn.execute("DELETE FROM results_meta WHERE key LIKE 'settings:%'")
+    changed = sim_config(tmp_path / "out", **ONE_CELL, run={"temperature": 0.3})
+    assert run(changed).ran == 0  # nothing to compare with: taken as it is, and recorded
+    with pytest.raises(ConfigError, match=re.escape("run.temperature was 0.3, is 0.8")):
+        run(config)
 
 
 def test_a_run_whose_record_was_lost_is_redone_from_its_checkpoint(tmp_path: Path) -> None:

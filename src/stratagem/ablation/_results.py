@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,20 @@ class ResultsStore:
         # stratagem refuses it with the message above rather than failing on a new field.
         self._conn.execute("UPDATE results_meta SET value = ? WHERE key = 'schema_version'",
                            (str(_VERSION),))
+
+    def settings(self) -> dict[str, str]:
+        """The settings recorded with the runs (see :meth:`record_settings`)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key, value FROM results_meta WHERE key LIKE 'settings:%'").fetchall()
+        return {k.removeprefix("settings:"): v for k, v in rows}
+
+    def record_settings(self, settings: Mapping[str, str]) -> None:
+        """Record what the runs were made with, by scope (a scope already recorded keeps
+        its first value: the runs stored were made with that)."""
+        with self._lock:
+            self._conn.executemany("INSERT OR IGNORE INTO results_meta VALUES (?, ?)",
+                                   [(f"settings:{k}", v) for k, v in settings.items()])
 
     def add(self, record: RunRecord) -> None:
         """Store one run's record (durably; a second record for the same run is ignored)."""

@@ -419,12 +419,15 @@ async def run_ablation(
     sweep = Sweep.from_config(config)  # first: a config that cannot run leaves no folder
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    if config_text is not None:
-        (out / "config.toml").write_text(config_text, encoding="utf-8")
     planned = sweep.plan()
     outcome = AblationOutcome(out, len(planned), executor=executor.name,
                               simulated=config.endpoint.backend == "simulated")
     with LedgerStore(out / "ledger.sqlite") as store, ResultsStore(out / "results.sqlite") as rs:
+        settings = run_settings(sweep)
+        check_settings(rs, settings)  # before anything is written: a refusal changes nothing
+        rs.record_settings(settings)
+        if config_text is not None:
+            (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
         done = rs.done()
         todo = [p for p in planned if p.run_id not in done]
@@ -456,6 +459,69 @@ async def run_ablation(
             except ConfigError as exc:
                 _log.warning("ablation.no_parquet", reason=str(exc))
     return outcome
+
+
+_ENDPOINT_FIELDS = ("backend", "base_url", "model")
+"""What an endpoint answers with; keys, timeouts and concurrency do not change an answer."""
+
+
+def run_settings(sweep: Sweep) -> dict[str, str]:
+    """What a finished run's outcome depends on beyond its id, by scope, as JSON.
+
+    A run id names the cell, seed, suite and task, so growing the grid (budgets, seeds,
+    topologies, policies) only adds runs. These settings are not in it: finished runs made
+    with other ones would be skipped and mixed with new ones. Scopes: ``run`` (endpoints,
+    run settings, planted effects) and ``suite:<name>`` per suite (its parameters, draw and
+    examples).
+    """
+    config = sweep.config
+
+    def endpoint(e: EndpointConfig) -> dict[str, Any]:
+        return e.model_dump(mode="json", include=set(_ENDPOINT_FIELDS))
+
+    run = {
+        "endpoint": endpoint(config.endpoint),
+        "roles": {r: endpoint(e) for r, e in sorted(config.roles.items())},
+        "run": config.run.model_dump(mode="json", exclude={"concurrency", "durable"}),
+    }
+    if config.endpoint.backend == "simulated" or any(
+            e.backend == "simulated" for e in config.roles.values()):
+        run["simulation"] = config.simulation.model_dump(mode="json")
+    out = {"run": json.dumps(run, sort_keys=True)}
+    for spec, (suite, _) in zip(config.suites, sweep.suites, strict=True):
+        out[f"suite:{suite.name}"] = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    return out
+
+
+def _changed(before: Any, now: Any, where: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [change for key in sorted(before.keys() | now.keys())
+                for change in _changed(before.get(key), now.get(key),
+                                       f"{where}.{key}" if where else str(key))]
+    return [] if before == now else [f"{where or 'value'} was {json.dumps(before)}, "
+                                     f"is {json.dumps(now)}"]
+
+
+def check_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
+    """Refuse to add runs made with other settings to an output folder's finished ones.
+
+    Raises:
+        ConfigError: Naming each setting that changed, and the fixes.
+    """
+    recorded = results.settings()
+    changes = []
+    for scope, now in settings.items():
+        if scope in recorded and recorded[scope] != now:
+            prefix = "" if scope == "run" else f"suites ({scope.removeprefix('suite:')})"
+            changes += _changed(json.loads(recorded[scope]), json.loads(now), prefix)
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
+                                          if len(changes) > 4 else "")
+        raise ConfigError(
+            f"{results.path.parent} holds runs made with other settings ({shown}): its "
+            "finished runs would be skipped and mixed with runs made with these. Give this "
+            "config a new `output` folder, or change the settings back"
+        )
 
 
 def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:

@@ -325,7 +325,8 @@ ONE_CELL = {"grid": {"topologies": ["single"], "budgets": [400], "policies": ["u
 
 @pytest.mark.parametrize(("changes", "named"), [
     ({"run": {"temperature": 0.3}}, "run.temperature was 0.8, is 0.3"),
-    ({"endpoint": {"backend": "simulated", "model": "other"}}, "endpoint.model was null, is"),
+    ({"endpoint": {"backend": "simulated", "model": "other"}},
+     'endpoints.decomposer.model was null, is "other"'),
     ({"simulation": {"skill": 1.5}}, "simulation.skill was 0.0, is 1.5"),
     ({"suites": [{"name": "arith", "n": N_TASKS, "depth": [2, 6], "few_shot": 2}]},
      "suites (arith).few_shot was 0, is 2"),
@@ -373,6 +374,66 @@ def test_a_folder_from_before_settings_were_recorded_is_accepted(tmp_path: Path)
     assert run(changed).ran == 0  # nothing to compare with: taken as it is, and recorded
     with pytest.raises(ConfigError, match=re.escape("run.temperature was 0.3, is 0.8")):
         run(config)
+
+
+def test_labelled_topologies_and_policies_keep_their_parameters(tmp_path: Path) -> None:
+    def grid(n: int, exponent: float) -> dict[str, Any]:
+        return {"grid": {"topologies": [{"name": "best_of_n", "n": n, "label": "bon"}],
+                         "budgets": [800], "seeds": [0], "policies": [
+                             {"name": "difficulty_adaptive", "exponent": exponent,
+                              "label": "adapt"}]}}
+
+    run(sim_config(tmp_path / "out", **grid(2, 1.0)))
+    with pytest.raises(ConfigError, match=re.escape("topology 'bon'.n was 2, is 4")):
+        run(sim_config(tmp_path / "out", **grid(4, 1.0)))
+    with pytest.raises(ConfigError, match=re.escape("policy 'adapt'.exponent was 1.0, is 3.0")):
+        run(sim_config(tmp_path / "out", **grid(2, 3.0)))
+
+
+def test_a_jsonl_file_edited_in_place_is_a_change_but_its_path_spelling_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"question": "1 + 1?", "answer": 2}\n{"question": "2 + 2?", "answer": 4}\n')
+    monkeypatch.chdir(tmp_path)
+
+    def config(path: str) -> AblationConfig:
+        return sim_config(tmp_path / "out", **ONE_CELL,
+                          suites=[{"name": "jsonl", "path": path, "n": 2}])
+
+    first = run(config(str(data)))
+    assert run(config("mine.jsonl")).skipped == first.planned  # the same file, spelt otherwise
+    data.write_text('{"question": "1 + 1?", "answer": 3}\n{"question": "2 + 2?", "answer": 4}\n')
+    with pytest.raises(ConfigError, match=r"suites \(mine\)\.tasks was "):
+        run(config(str(data)))
+
+
+def test_settings_of_a_folder_with_no_finished_run_are_replaced(tmp_path: Path) -> None:
+    # A first attempt that stopped before any run finished binds nothing.
+    remote = sim_config(tmp_path / "out", **ONE_CELL, endpoint={"backend": "openai"})
+    with pytest.raises(ConfigError, match="model name is required"):
+        run(remote)
+    assert run(sim_config(tmp_path / "out", **ONE_CELL, run={"temperature": 0.3})).ran > 0
+
+
+def test_equivalent_configs_and_settings_a_version_did_not_record_are_accepted(
+    tmp_path: Path,
+) -> None:
+    config = sim_config(tmp_path / "out", **ONE_CELL)
+    first = run(config)
+    # A role override that is the default endpoint changes nothing.
+    same = sim_config(tmp_path / "out", **ONE_CELL, roles={"judge": {"backend": "simulated"}})
+    assert run(same).skipped == first.planned
+    # A setting the recording version did not know is not a change.
+    with sqlite3.connect(config.output / "results.sqlite") as conn:
+        (value,) = conn.execute(
+            "SELECT value FROM results_meta WHERE key = 'settings:run'").fetchone()
+        older = json.loads(value)
+        del older["run"]["max_output"]
+        conn.execute("UPDATE results_meta SET value = ? WHERE key = 'settings:run'",
+                     (json.dumps(older, sort_keys=True),))
+    assert run(sim_config(tmp_path / "out", **ONE_CELL, run={"max_output": 99})).skipped \
+        == first.planned
 
 
 def test_a_run_whose_record_was_lost_is_redone_from_its_checkpoint(tmp_path: Path) -> None:

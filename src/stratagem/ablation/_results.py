@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +74,45 @@ class ResultsStore:
                            (str(_VERSION),))
 
     def settings(self) -> dict[str, str]:
-        """The settings recorded with the runs (see :meth:`record_settings`)."""
+        """The settings recorded with the runs, by scope (see :meth:`record_settings`)."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT key, value FROM results_meta WHERE key LIKE 'settings:%'").fetchall()
         return {k.removeprefix("settings:"): v for k, v in rows}
 
-    def record_settings(self, settings: Mapping[str, str]) -> None:
-        """Record what the runs were made with, by scope (a scope already recorded keeps
-        its first value: the runs stored were made with that)."""
+    def scopes_in_use(self) -> set[str]:
+        """The settings scopes finished runs depend on: ``run`` once any run is recorded,
+        and ``suite:``, ``topology:`` and ``policy:`` each name a record carries."""
+        fields = ("suite", "topology", "policy")
         with self._lock:
-            self._conn.executemany("INSERT OR IGNORE INTO results_meta VALUES (?, ?)",
+            try:
+                rows = self._conn.execute(
+                    "SELECT DISTINCT " + ", ".join(f"json_extract(record, '$.{f}')"
+                                                   for f in fields) + " FROM runs").fetchall()
+            except sqlite3.OperationalError:  # an SQLite built without its JSON functions
+                rows = list({tuple(json.loads(r)[f] for f in fields) for (r,) in
+                             self._conn.execute("SELECT record FROM runs")})
+        scopes = {"run"} if rows else set()
+        for suite, topology, policy in rows:
+            scopes |= {f"suite:{suite}", f"topology:{topology}", f"policy:{policy}"}
+        return scopes
+
+    def record_settings(self, settings: Mapping[str, str]) -> None:
+        """Record (or replace) the settings of the given scopes."""
+        with self._lock:
+            self._conn.executemany("INSERT OR REPLACE INTO results_meta VALUES (?, ?)",
                                    [(f"settings:{k}", v) for k, v in settings.items()])
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the file's write lock: another process's reads and writes of settings wait."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def add(self, record: RunRecord) -> None:
         """Store one run's record (durably; a second record for the same run is ignored)."""

@@ -423,9 +423,7 @@ async def run_ablation(
     outcome = AblationOutcome(out, len(planned), executor=executor.name,
                               simulated=config.endpoint.backend == "simulated")
     with LedgerStore(out / "ledger.sqlite") as store, ResultsStore(out / "results.sqlite") as rs:
-        settings = run_settings(sweep)
-        check_settings(rs, settings)  # before anything is written: a refusal changes nothing
-        rs.record_settings(settings)
+        reconcile_settings(rs, run_settings(sweep))  # a refusal runs nothing
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
@@ -464,64 +462,89 @@ async def run_ablation(
 _ENDPOINT_FIELDS = ("backend", "base_url", "model")
 """What an endpoint answers with; keys, timeouts and concurrency do not change an answer."""
 
+_MISSING = object()
+
 
 def run_settings(sweep: Sweep) -> dict[str, str]:
     """What a finished run's outcome depends on beyond its id, by scope, as JSON.
 
-    A run id names the cell, seed, suite and task, so growing the grid (budgets, seeds,
-    topologies, policies) only adds runs. These settings are not in it: finished runs made
-    with other ones would be skipped and mixed with new ones. Scopes: ``run`` (endpoints,
-    run settings, planted effects) and ``suite:<name>`` per suite (its parameters, draw and
-    examples).
+    A run id names the cell (topology label, budget, policy label), seed, suite and task, so
+    growing the grid only adds runs. These settings are not in it: finished runs made with
+    other ones would be skipped and mixed with new ones. Scopes: ``run`` (each role's
+    endpoint, run settings, planted effects), ``suite:<name>`` (the suite's table and a
+    digest of the tasks drawn, so a JSONL file edited in place counts as a change),
+    ``topology:<label>`` and ``policy:<label>`` (their parameters). Prices are not in it:
+    ``cost_usd`` follows the table of the run that made each record.
     """
     config = sweep.config
-
-    def endpoint(e: EndpointConfig) -> dict[str, Any]:
-        return e.model_dump(mode="json", include=set(_ENDPOINT_FIELDS))
-
-    run = {
-        "endpoint": endpoint(config.endpoint),
-        "roles": {r: endpoint(e) for r, e in sorted(config.roles.items())},
+    roles = {role: config.roles.get(role, config.endpoint)
+             for role in ("planner", "decomposer", "solver", "judge")}
+    run: dict[str, Any] = {
+        "endpoints": {r: e.model_dump(mode="json", include=set(_ENDPOINT_FIELDS))
+                      for r, e in roles.items()},
         "run": config.run.model_dump(mode="json", exclude={"concurrency", "durable"}),
     }
-    if config.endpoint.backend == "simulated" or any(
-            e.backend == "simulated" for e in config.roles.values()):
+    if any(e.backend == "simulated" for e in roles.values()):
         run["simulation"] = config.simulation.model_dump(mode="json")
     out = {"run": json.dumps(run, sort_keys=True)}
-    for spec, (suite, _) in zip(config.suites, sweep.suites, strict=True):
-        out[f"suite:{suite.name}"] = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    for spec, (suite, tasks) in zip(config.suites, sweep.suites, strict=True):
+        drawn = hashlib.sha256(json.dumps(
+            [[t.id, t.question, t.answer, t.difficulty] for t in tasks]).encode()).hexdigest()
+        table = spec.model_dump(mode="json", exclude={"path"})
+        out[f"suite:{suite.name}"] = json.dumps({**table, "tasks": drawn[:16]}, sort_keys=True)
+    for topo in config.grid.topologies:
+        out[f"topology:{topo.display()}"] = json.dumps(
+            {"name": topo.name, **topo.params()}, sort_keys=True)
+    for policy in config.grid.policies:
+        out[f"policy:{policy.display()}"] = json.dumps(
+            policy.model_dump(mode="json", exclude={"label"}), sort_keys=True)
     return out
 
 
 def _changed(before: Any, now: Any, where: str) -> list[str]:
     if isinstance(before, dict) and isinstance(now, dict):
         return [change for key in sorted(before.keys() | now.keys())
-                for change in _changed(before.get(key), now.get(key),
+                for change in _changed(before.get(key, _MISSING), now.get(key, _MISSING),
                                        f"{where}.{key}" if where else str(key))]
-    return [] if before == now else [f"{where or 'value'} was {json.dumps(before)}, "
-                                     f"is {json.dumps(now)}"]
+    if before is _MISSING or now is _MISSING or before == now:
+        return []  # a setting one version records and another does not: nothing to compare
+    return [f"{where or 'value'} was {json.dumps(before)}, is {json.dumps(now)}"]
 
 
-def check_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
-    """Refuse to add runs made with other settings to an output folder's finished ones.
+def _scope_label(scope: str) -> str:
+    kind, _, name = scope.partition(":")
+    return {"run": "", "suite": f"suites ({name})", "topology": f"topology {name!r}",
+            "policy": f"policy {name!r}"}[kind]
+
+
+def reconcile_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
+    """Refuse to add runs made with other settings to an output folder's finished ones;
+    record the settings of scopes no finished run depends on yet.
 
     Raises:
         ConfigError: Naming each setting that changed, and the fixes.
     """
-    recorded = results.settings()
-    changes = []
-    for scope, now in settings.items():
-        if scope in recorded and recorded[scope] != now:
-            prefix = "" if scope == "run" else f"suites ({scope.removeprefix('suite:')})"
-            changes += _changed(json.loads(recorded[scope]), json.loads(now), prefix)
-    if changes:
-        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
-                                          if len(changes) > 4 else "")
-        raise ConfigError(
-            f"{results.path.parent} holds runs made with other settings ({shown}): its "
-            "finished runs would be skipped and mixed with runs made with these. Give this "
-            "config a new `output` folder, or change the settings back"
-        )
+    with results.exclusive():
+        recorded = results.settings()
+        used = results.scopes_in_use()
+        changes = []
+        for scope, now in settings.items():
+            if scope in recorded and scope in used and recorded[scope] != now:
+                changes += _changed(json.loads(recorded[scope]), json.loads(now),
+                                    _scope_label(scope))
+        if changes:
+            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
+                                              if len(changes) > 4 else "")
+            raise ConfigError(
+                f"{results.path.parent} holds finished runs made with other settings "
+                f"({shown}): they would be skipped and mixed with runs made with these. Give "
+                "this config a new `output` folder (or `--output`), or change the settings "
+                "back"
+            )
+        # Scopes no run depends on yet take these settings; so do scopes of a folder written
+        # before settings were recorded (its runs' own cannot be known: these resume it).
+        results.record_settings({k: v for k, v in settings.items()
+                                 if k not in used or k not in recorded})
 
 
 def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:

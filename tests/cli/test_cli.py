@@ -17,6 +17,7 @@ import pytest
 from stratagem import __version__
 from stratagem.cli import _report
 from stratagem.errors import RunError
+from stratagem.tasks import get_suite
 
 Cli = Callable[..., Any]
 
@@ -97,6 +98,10 @@ USER_ERRORS: list[tuple[str, list[str], str]] = [
     ("unknown suite parameter", ["tasks", "arith", "-p", "deph=3"], "'deph'"),
     ("bad suite parameter value", ["tasks", "arith", "-p", "depth=abc"], "depth"),
     ("negative task count", ["tasks", "words", "-n", "-2"], "-2"),
+    ("too many examples", ["tasks", "arith", "--few-shot", "17"], "few_shot must be"),
+    ("examples the suite cannot give", ["tasks", "words", "-n", "30", "-p", "length=any",
+                                        "-p", "letters=ab", "--few-shot", "1"],
+     "can give only 0 of the 1"),
     ("unknown log format", ["--log-format", "xml", "tasks"], "unknown log format"),
 ]
 
@@ -235,6 +240,17 @@ def test_tasks_previews_a_suite_with_parameters(cli: Cli) -> None:
     assert "words/0/0" in result.out
     assert "words/0/1" in result.out
     assert "words/0/2" not in result.out
+
+
+def test_tasks_shows_the_examples_an_ablation_would_give(cli: Cli) -> None:
+    result = cli("tasks", "words", "-n", "2", "-p", "length=any", "--few-shot", "2")
+
+    assert result.code == 0
+    assert "words: 2 worked example(s) shown before each task" in result.out
+    suite = get_suite("words", length="any")
+    tasks = suite.generate(2)
+    for _, reply in suite.demonstrations(2, exclude={t.question for t in tasks}):
+        assert reply in result.out
 
 
 def test_tasks_preview_is_seeded(cli: Cli) -> None:

@@ -18,6 +18,9 @@ def tasks_command(
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="Suite parameter KEY=VALUE.")
     ] = None,
+    few_shot: Annotated[int, typer.Option(
+        help="Also show the worked examples an ablation with this `few_shot` would give the "
+             "solver for these tasks.")] = 0,
 ) -> None:
     """List the suites, or show sample tasks of one with their answers and difficulty."""
     if suite is None:
@@ -33,7 +36,17 @@ def tasks_command(
     table = Table(title=f"{suite}: {n} sample task(s), seed {seed}")
     for col in ("id", "question", "answer", "difficulty"):
         table.add_column(col, overflow="fold")
-    for t in chosen.generate(n, seed=seed):
+    drawn = chosen.generate(n, seed=seed)
+    for t in drawn:
         diff = "" if t.difficulty is None else f"{t.difficulty:.2f}"
         table.add_row(t.id, t.question, t.answer or "(checker)", diff)
     console.print(table)
+    if few_shot:
+        examples = chosen.demonstrations(few_shot, exclude={t.question for t in drawn},
+                                         seed=seed)
+        shown = Table(title=f"{suite}: {few_shot} worked example(s) shown before each task")
+        for col in ("question", "reply"):
+            shown.add_column(col, overflow="fold")
+        for question, reply in examples:
+            shown.add_row(question, reply)
+        console.print(shown)

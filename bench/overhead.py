@@ -101,14 +101,19 @@ def role_node(role: str) -> Any:
     return stratagem_node(call)
 
 
-def stratagem_graph() -> Any:
-    builder = StateGraph(RunState, context_schema=RunContext)
+def chain(builder: Any, node: Any) -> Any:
+    """The roles in order, one node each (``node(role)``), START to END: both graphs' shape."""
     for role in ROLES:
-        builder.add_node(role, role_node(role))
+        builder.add_node(role, node(role))
     builder.add_edge(START, ROLES[0])
     for a, b in itertools.pairwise(ROLES):
         builder.add_edge(a, b)
     builder.add_edge(ROLES[-1], END)
+    return builder
+
+
+def stratagem_graph() -> Any:
+    builder = chain(StateGraph(RunState, context_schema=RunContext), role_node)
     return builder.compile().with_config(recursion_limit=len(ROLES) + 2)
 
 
@@ -143,14 +148,7 @@ def bare_graph(model: FunctionModel) -> Any:
 
         return call
 
-    builder = StateGraph(BareState)
-    for role in ROLES:
-        builder.add_node(role, bare_node(role))
-    builder.add_edge(START, ROLES[0])
-    for a, b in itertools.pairwise(ROLES):
-        builder.add_edge(a, b)
-    builder.add_edge(ROLES[-1], END)
-    return builder.compile()
+    return chain(StateGraph(BareState), bare_node).compile()
 
 
 async def run_bare(graph: Any) -> str:

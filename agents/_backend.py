@@ -43,6 +43,9 @@ class BackendCapabilities:
         reports_reasoning_tokens: Whether usage carries reasoning tokens.
         streams_usage: Whether a stream ends with usage when ``include_usage`` is asked.
         default_concurrency: Requests in flight per endpoint unless configured otherwise.
+        bills_lost_replies: A request that reached the server may be billed even if its
+            reply never arrives (a real server: yes; an in-process double or simulation: no).
+            When true, an attempt cancelled in flight is charged at an upper bound.
     """
 
     name: str
@@ -51,6 +54,7 @@ class BackendCapabilities:
     reports_reasoning_tokens: bool | None = None
     streams_usage: bool | None = None
     default_concurrency: int = 4
+    bills_lost_replies: bool = True
 
 
 CAPABILITIES: Mapping[str, BackendCapabilities] = {

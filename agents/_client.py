@@ -1,12 +1,15 @@
-"""ModelClient: the one place in stratagem that makes LLM calls.
+"""ModelClient: makes LLM calls and records each attempt through the run's account.
 
 Every HTTP-level attempt goes::
 
-    Budget.reserve -> backend.send (output cap clamped) -> usage (provider's, or a flagged
-    tiktoken estimate) -> Budget.commit -> ledger append (durable) -> one ``llm.call`` event
+    Account.open_call (reserve) -> Account.sending (write-ahead intent) -> backend.send (output
+    cap clamped) -> usage (the provider's; a flagged tiktoken estimate; or an upper bound when
+    the reply was lost) -> Account.close_call (commit, ledger row, intent closed, ``llm.call``)
 
 and only then is the result handed back. Failed attempts are recorded too: with the usage the
-server reported (charged), or with zero tokens and status ``error`` when nothing came back.
+server reported, at an upper bound when the server may have billed a reply that was lost
+(malformed, cut short, timed out, cancelled in flight), or at zero when it refused the request.
+A logical call whose outcome an earlier execution of the run recorded is replayed, not sent.
 Retries live here and nowhere else.
 """
 
@@ -14,38 +17,38 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
-from stratagem._types import CallStatus
 from stratagem.agents._backend import ChatBackend, ChatRequest, ChatResponse, Message
 from stratagem.agents._defaults import default_backend
 from stratagem.agents._loops import PerLoop
 from stratagem.budgets import (
+    Account,
     Budget,
     LedgerEntry,
+    OpenCall,
     Pricing,
-    Reservation,
+    Replayed,
     TokenLedger,
     Usage,
     count_chat_tokens,
     count_text_tokens,
-    new_call_id,
 )
-from stratagem.errors import BudgetExceeded, ModelError, TransientModelError
+from stratagem.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ContextLengthExceeded,
+    ModelError,
+    OutputParseError,
+    TransientModelError,
+)
 from stratagem.logging import get_logger
 
 __all__ = ["Completion", "ModelClient", "RetryPolicy"]
 
 _log = get_logger("stratagem.llm")
-
-current_task_id: ContextVar[str | None] = ContextVar("stratagem_task_id", default=None)
-"""The LangGraph task id of the node running in this context (set by graph nodes); used for
-ledger rows when a call does not name one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,8 @@ class Completion:
         role: The role that asked.
         entry: The ledger row of the successful attempt.
         attempts: Ledger rows of every attempt, failed ones included (the billed view).
+        replayed: The reply was recorded by an earlier execution of the run and replayed
+            (nothing was sent this time).
     """
 
     text: str
@@ -108,6 +113,7 @@ class Completion:
     role: str
     entry: LedgerEntry
     attempts: tuple[LedgerEntry, ...] = field(default=())
+    replayed: bool = False
 
     @property
     def call_id(self) -> str:
@@ -126,22 +132,35 @@ class _LoopState:
 
     limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    probes: dict[str, asyncio.Lock] = field(default_factory=dict)
 
 
 _LOOPS: PerLoop[_LoopState] = PerLoop(_LoopState)
 
+_VERIFIED: set[str] = set()
+"""Endpoints that answered with provider usage once (their cap field is known to hold, or was
+switched); shared by every client of the process."""
+
 
 class ModelClient:
-    """Makes every LLM call: budget, request, usage, ledger, log, retries.
+    """Makes every LLM call: request, retries, usage, and the record of each attempt.
+
+    Recording and enforcement belong to the :class:`~stratagem.budgets.Account` the client
+    records through: it holds the ledger, the budget and the one price table. The client has
+    none of its own: ``client.ledger``, ``client.budget`` and ``client.pricing`` read the
+    account's.
 
     Args:
         backend: The default backend for every role. ``None``: resolved on first use from
             the environment (``STRATAGEM_BASE_URL``/``OPENAI_BASE_URL`` and
             ``STRATAGEM_MODEL``), else the embedded local model.
         roles: A backend per role, overriding the default (e.g. a stronger judge).
+        account: The account every attempt is recorded through. Omitted: one is built from
+            ``ledger``, ``budget``, ``pricing``, ``run_id``, ``thread_id`` and ``labels``
+            (shorthands that cannot be combined with ``account``).
         ledger: Where every attempt is recorded (an in-memory ledger if omitted).
         budget: Reservations and caps; no budget means no limit.
-        pricing: Prices for ``cost_usd`` (built-in table by default).
+        pricing: Prices for ``cost_usd`` (the budget's, else the built-in table).
         retry: The retry policy.
         concurrency: Requests in flight per endpoint (base URL); defaults per backend kind.
         run_id: Stamped on every row. thread_id likewise.
@@ -149,6 +168,9 @@ class ModelClient:
         labels: Free-form labels stamped on every row (topology, task, seed, ...).
         input_margin: Safety margin added to the tiktoken input estimate when reserving.
         seed: Seeds the retry jitter, for reproducible runs.
+
+    Raises:
+        ConfigError: If ``account`` is combined with ``ledger``, ``budget`` or ``pricing``.
     """
 
     def __init__(
@@ -156,6 +178,7 @@ class ModelClient:
         backend: ChatBackend | None = None,
         *,
         roles: Mapping[str, ChatBackend] | None = None,
+        account: Account | None = None,
         ledger: TokenLedger | None = None,
         budget: Budget | None = None,
         pricing: Pricing | None = None,
@@ -167,19 +190,53 @@ class ModelClient:
         input_margin: float = 0.05,
         seed: int | None = None,
     ) -> None:
+        if account is not None and (ledger is not None or budget is not None
+                                    or pricing is not None):
+            raise ConfigError("pass either account= or ledger=/budget=/pricing= (which build "
+                              "one), not both")
         self._backend = backend
         self._roles = dict(roles or {})
-        self.ledger = ledger if ledger is not None else TokenLedger()
-        self.budget = budget
-        self.pricing = pricing if pricing is not None else Pricing.default()
+        self.account = account if account is not None else Account(
+            ledger, budget, pricing=pricing, run_id=run_id, thread_id=thread_id, labels=labels)
+        """The account every attempt is recorded through."""
         self.retry = retry if retry is not None else RetryPolicy()
         self._concurrency = dict(concurrency or {})
-        self.run_id = run_id
-        self.thread_id = thread_id
-        self.labels = dict(labels or {})
         self.input_margin = input_margin
         self._rng = random.Random(seed)
         self._sleep = asyncio.sleep
+        self._warned: set[str] = set()
+
+    # -- what the account holds ------------------------------------------------------------
+
+    @property
+    def ledger(self) -> TokenLedger:
+        """The account's ledger."""
+        return self.account.ledger
+
+    @property
+    def budget(self) -> Budget | None:
+        """The account's budget."""
+        return self.account.budget
+
+    @property
+    def pricing(self) -> Pricing:
+        """The account's price table."""
+        return self.account.pricing
+
+    @property
+    def run_id(self) -> str:
+        """The run the account records for."""
+        return self.account.run_id
+
+    @property
+    def thread_id(self) -> str:
+        """The LangGraph thread of the run."""
+        return self.account.thread_id
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels stamped on every row."""
+        return self.account.labels
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -199,18 +256,30 @@ class ModelClient:
         thread_id: str | None = None,
         budget: Budget | None = None,
         labels: Mapping[str, str] | None = None,
+        node: str | None = None,
+        task_id: str | None = None,
+        branch: str | None = None,
     ) -> ModelClient:
-        """A client for another run: same backends, ledger, pricing and retry policy."""
+        """A client with the same backends and retry policy recording for another run
+        (``run_id``: an account for it on the same ledger), or for a narrower identity in
+        the same run (``node``, ``task_id``, ``branch``: a bound view of the account)."""
         other = ModelClient.__new__(ModelClient)
         other.__dict__.update(self.__dict__)
-        if run_id is not None:
-            other.run_id = run_id
-        if thread_id is not None:
-            other.thread_id = thread_id
-        if budget is not None:
-            other.budget = budget
-        if labels is not None:
-            other.labels = {**self.labels, **labels}
+        account = self.account
+        if run_id is not None or budget is not None:
+            account = account.for_run(
+                run_id=account.run_id if run_id is None else run_id,
+                thread_id=thread_id,
+                budget=budget if budget is not None else account.budget,
+                labels=labels,
+            )
+        elif labels is not None or thread_id is not None:
+            account = account.for_run(run_id=account.run_id,
+                                      thread_id=thread_id or account.thread_id,
+                                      budget=account.budget, labels=labels)
+        if node is not None or task_id is not None or branch is not None:
+            account = account.bind(node=node, task_id=task_id, branch=branch)
+        other.account = account
         return other
 
     # -- calls -----------------------------------------------------------------------------
@@ -245,7 +314,13 @@ class ModelClient:
                 retry; every attempt is in the ledger.
             LedgerError: If an attempt could not be recorded durably.
         """
+        account = self.account
         backend = self.backend_for(role)
+        ctx = _CallContext(backend, role, node or None, branch, task_id, dict(labels or {}))
+        key = account.replay_key(role)
+        recorded = account.recall(key)
+        if recorded is not None:
+            return _replayed(recorded, ctx)
         request = ChatRequest(
             messages=list(messages),
             model=backend.model,
@@ -258,9 +333,8 @@ class ModelClient:
             role=role,
             node=node,
         )
-        ctx = _CallContext(backend, role, node, branch, task_id or current_task_id.get(),
-                           {**self.labels, **(labels or {})})
-        estimate = self._input_estimate(messages, backend.model)
+        counted = count_chat_tokens(messages, backend.model)
+        estimate = int(counted * (1 + self.input_margin)) + 1
         if allowance is not None:
             room = allowance - estimate
             # The same floor Budget.reserve applies: a call capped at a few tokens only bills
@@ -268,46 +342,59 @@ class ModelClient:
             floor = min(max_output, self.budget.min_output_tokens if self.budget else 1)
             if room < floor:
                 raise BudgetExceeded(kind="tokens", role=role, limit=allowance,
-                                     requested=estimate + floor, spent=0)
+                                     requested=estimate + floor, spent=0, scope="allowance")
             request = replace(request, max_output=min(max_output, room))
             max_output = request.max_output
         for number in range(1, self.retry.max_attempts + 1):
-            reservation = self._reserve(role, estimate, max_output, backend.model)
-            sent = replace(request, max_output=reservation.max_output) if reservation else request
-            att = _Attempt(number, reservation)
+            call = account.open_call(role=role, model=backend.model, backend=backend.name,
+                                     input_estimate=estimate, prompt_estimate=counted,
+                                     max_output=max_output, attempt=number, node=ctx.node,
+                                     branch=branch, task_id=task_id, labels=ctx.labels)
+            sent = replace(request, max_output=call.max_output)
             try:
                 loop_state = await _LOOPS.get()
-                async with self._limit(backend, loop_state.limits):
+                async with self._limit(backend, loop_state.limits), \
+                        self._probe(backend, loop_state.probes):
+                    if backend.capabilities.bills_lost_replies:
+                        account.sending(call)  # write-ahead: a crash from here on is "lost"
                     response = await _send_promptly(backend, sent, loop_state.gate)
             except asyncio.CancelledError as cancel:
-                usage, request_id = self._usage_when_cancelled(cancel, messages, sent)
-                self._record(ctx, att, usage, status="cancelled",
-                             error="cancelled (sibling branch or shutdown)",
-                             request_id=request_id)
+                usage, request_id = self._usage_when_cancelled(cancel, call, messages, sent)
+                self._close(ctx, call, usage, status="cancelled",
+                            error="cancelled (sibling branch or shutdown)", request_id=request_id)
                 raise
             except ModelError as exc:
-                usage = self._usage_of_failure(exc, messages, backend.model)
-                self._record(ctx, att, usage, status="error", error=str(exc),
-                             request_id=exc.request_id)
+                usage = self._usage_of_failure(exc, call, messages, backend.model)
+                self._close(ctx, call, usage, status="error", error=str(exc),
+                            request_id=exc.request_id)
                 if not isinstance(exc, TransientModelError) or number == self.retry.max_attempts:
-                    raise self._final_error(exc, number) from exc
+                    error = self._final_error(exc, number)
+                    account.remember_failure(key, [r.call_id for r in ctx.rows], error)
+                    raise error from exc
                 wait = self.retry.delay(number, exc.retry_after, self._rng)
                 if wait is None:
-                    raise ModelError(
+                    error = ModelError(
                         f"{exc} (the server asked to wait {exc.retry_after:.0f} s, more than "
                         f"the {self.retry.max_retry_after_s:.0f} s allowed; gave up)",
                         status_code=exc.status_code, request_id=exc.request_id,
-                    ) from exc
+                    )
+                    account.remember_failure(key, [r.call_id for r in ctx.rows], error)
+                    raise error from exc
                 await self._sleep(wait)
                 continue
             except Exception as exc:
                 # A user backend that broke its contract: record the attempt, then re-raise.
-                self._record(ctx, att, Usage.zero(), status="error",
-                             error=f"{type(exc).__name__}: {exc}")
+                self._close(ctx, call, Usage.zero(), status="error",
+                            error=f"{type(exc).__name__}: {exc}")
                 raise
             usage = response.usage or self._estimate(messages, response.text, backend.model,
                                                      cap=sent.max_output)
-            entry = self._record(ctx, att, usage, status="ok", request_id=response.request_id)
+            self._check_cap(backend, sent, usage)
+            outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
+                                      text=response.text, finish_reason=response.finish_reason,
+                                      model=response.model)
+            entry = self._close(ctx, call, usage, status="ok", request_id=response.request_id,
+                                outcome=outcome)
             return _completion(response, usage, ctx, entry)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
@@ -339,13 +426,10 @@ class ModelClient:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _input_estimate(self, messages: Sequence[Message], model: str) -> int:
-        return int(count_chat_tokens(messages, model) * (1 + self.input_margin)) + 1
-
-    def _reserve(self, role: str, estimate: int, max_output: int, model: str) -> Reservation | None:
-        if self.budget is None:
-            return None
-        return self.budget.reserve(role, estimate, max_output, model=model)
+    def _close(self, ctx: _CallContext, call: OpenCall, usage: Usage, **kw: Any) -> LedgerEntry:
+        entry = self.account.close_call(call, usage, **kw)
+        ctx.rows.append(entry)
+        return entry
 
     def _limit(self, backend: ChatBackend, limits: dict[str, asyncio.Semaphore]
                ) -> asyncio.Semaphore:
@@ -356,6 +440,37 @@ class ModelClient:
             sem = limits[backend.endpoint] = asyncio.Semaphore(max(1, size))
         return sem
 
+    def _probe(self, backend: ChatBackend, probes: dict[str, asyncio.Lock]) -> _Probe:
+        """Until an endpoint whose cap field can be switched has answered once, its calls
+        go one at a time: if it ignores the cap it was sent, one reply overshoots, not a
+        whole fan-out of them."""
+        if not hasattr(backend, "use_cap_field") or backend.endpoint in self._warned:
+            return _Probe(None)
+        lock = probes.get(backend.endpoint)
+        if lock is None:
+            lock = probes[backend.endpoint] = asyncio.Lock()
+        return _Probe(lock, _VERIFIED, backend.endpoint)
+
+    def _check_cap(self, backend: ChatBackend, sent: ChatRequest, usage: Usage) -> None:
+        if usage.source != "provider":
+            return
+        if hasattr(backend, "use_cap_field"):
+            _VERIFIED.add(backend.endpoint)
+        if usage.completion_tokens <= sent.max_output or backend.endpoint in self._warned:
+            return
+        self._warned.add(backend.endpoint)
+        field_now = backend.capabilities.output_cap_param
+        switch = getattr(backend, "use_cap_field", None)
+        other = "max_tokens" if field_now == "max_completion_tokens" else \
+            "max_completion_tokens"
+        _log.warning(
+            "llm.cap_ignored", endpoint=backend.endpoint, model=backend.model,
+            cap_field=field_now, cap_sent=sent.max_output, completion=usage.completion_tokens,
+            action=f"switched to {other}" if switch else "none (set cap_field for this endpoint)",
+        )
+        if switch is not None:
+            switch(other)
+
     def _estimate(self, messages: Sequence[Message], text: str, model: str,
                   cap: int | None = None) -> Usage:
         completion = count_text_tokens(text, model)
@@ -365,17 +480,26 @@ class ModelClient:
             completion = min(completion, cap)
         return Usage(count_chat_tokens(messages, model), completion, None, None, "estimate")
 
-    def _usage_when_cancelled(self, cancel: asyncio.CancelledError,
+    def _bound(self, call: OpenCall, received: str = "") -> Usage:
+        """What an attempt whose reply was lost may have cost: the prompt as counted, and
+        the whole cap that was sent (at least what did arrive)."""
+        completion = max(call.max_output, count_text_tokens(received, call.model)
+                         if received else 0)
+        return Usage(call.prompt_estimate, completion, None, None, "bound")
+
+    def _usage_when_cancelled(self, cancel: asyncio.CancelledError, call: OpenCall,
                               messages: Sequence[Message], sent: ChatRequest
                               ) -> tuple[Usage, str | None]:
-        """What a cancelled attempt cost: nothing, unless its request had already finished
-        (cancelled between the reply and the caller resuming), in which case its usage."""
+        """What a cancelled attempt cost: nothing if its request never left; the reply's
+        usage if it had finished; else (cancelled in flight) an upper bound."""
         outcome: asyncio.Future[ChatResponse] | None = getattr(cancel, _OUTCOME, None)
+        billed = self.backend_for(call.role).capabilities.bills_lost_replies
         if outcome is None or outcome.cancelled():
-            return Usage.zero(), None
+            in_flight = outcome is not None or getattr(cancel, _IN_FLIGHT, False)
+            return (self._bound(call) if in_flight and billed else Usage.zero()), None
         failure = outcome.exception()
         if isinstance(failure, ModelError):
-            return self._usage_of_failure(failure, messages, sent.model), failure.request_id
+            return self._usage_of_failure(failure, call, messages, sent.model), failure.request_id
         if failure is not None:
             return Usage.zero(), None
         response = outcome.result()
@@ -383,14 +507,14 @@ class ModelClient:
                                                  cap=sent.max_output)
         return usage, response.request_id
 
-    def _usage_of_failure(self, exc: ModelError, messages: Sequence[Message],
+    def _usage_of_failure(self, exc: ModelError, call: OpenCall, messages: Sequence[Message],
                           model: str) -> Usage:
         if exc.usage is not None:
             return exc.usage
-        partial = getattr(exc, "partial_text", None)
-        if partial is not None:
-            # A stream cut short generated tokens the server never reported: estimate them.
-            return self._estimate(messages, partial, model)
+        if isinstance(exc, TransientModelError) and exc.billed:
+            # A malformed, cut or timed-out reply: the server may have generated (and
+            # billed) up to the cap. Never zero.
+            return self._bound(call, exc.partial_text or "")
         return Usage.zero()
 
     def _final_error(self, exc: ModelError, attempts: int) -> ModelError:
@@ -401,59 +525,34 @@ class ModelClient:
             )
         return exc
 
-    def _record(
-        self,
-        ctx: _CallContext,
-        att: _Attempt,
-        usage: Usage,
-        *,
-        status: CallStatus,
-        error: str | None = None,
-        request_id: str | None = None,
-    ) -> LedgerEntry:
-        backend = ctx.backend
-        latency = time.perf_counter() - att.t0
-        cost = self.pricing.cost(backend.model, usage)
-        if self.budget is not None and att.reservation is not None:
-            self.budget.commit(att.reservation, usage, cost)
-        entry = LedgerEntry(
-            call_id=att.call_id,
-            run_id=self.run_id,
-            thread_id=self.thread_id,
-            task_id=ctx.task_id,
-            attempt=att.number,
-            role=ctx.role,
-            node=ctx.node,
-            branch=ctx.branch,
-            model=backend.model,
-            backend=backend.name,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=cost,
-            latency_s=latency,
-            usage_source=usage.source,
-            status=status,
-            error=error,
-            request_id=request_id,
-            started_at=att.started,
-            labels=ctx.labels,
-        )
-        self.ledger.append(entry)
-        ctx.rows.append(entry)
-        _log.info(
-            "llm.call",
-            **entry.model_dump(mode="json", exclude={"labels", "started_at"}),
-            **{f"label_{k}": v for k, v in entry.labels.items()},
-        )
-        return entry
+
+class _Probe:
+    """An async context holding an endpoint's probe lock until it is verified."""
+
+    def __init__(self, lock: asyncio.Lock | None, verified: set[str] | None = None,
+                 endpoint: str = "") -> None:
+        self._lock = lock
+        self._verified = verified
+        self._endpoint = endpoint
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        if self._lock is not None and self._verified is not None \
+                and self._endpoint not in self._verified:
+            await self._lock.acquire()
+            self._held = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._held and self._lock is not None:
+            self._lock.release()
 
 
 _SEND_STEPS = 3
 """Event-loop steps a request gets to reach the wire before the next call may start its own."""
 _OUTCOME = "stratagem_outcome"
 """Attribute of a CancelledError carrying the request's finished task, if it had finished."""
+_IN_FLIGHT = "stratagem_in_flight"
+"""Attribute of a CancelledError set when the request was on its way (it may be billed)."""
 
 
 def _retrieve(task: asyncio.Future[ChatResponse]) -> None:
@@ -492,6 +591,7 @@ async def _send_promptly(backend: ChatBackend, request: ChatRequest,
             if task.done():
                 setattr(cancel, _OUTCOME, task)
             else:
+                setattr(cancel, _IN_FLIGHT, True)
                 task.cancel()  # never leave a request running that nobody will record
                 # (and if it ends with an error anyway, retrieve it: nothing else will)
                 task.add_done_callback(_retrieve)
@@ -502,20 +602,11 @@ async def _send_promptly(backend: ChatBackend, request: ChatRequest,
 class _CallContext:
     backend: ChatBackend
     role: str
-    node: str
+    node: str | None
     branch: str | None
     task_id: str | None
     labels: dict[str, str]
     rows: list[LedgerEntry] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    number: int
-    reservation: Reservation | None
-    call_id: str = field(default_factory=new_call_id)
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
-    t0: float = field(default_factory=time.perf_counter)
 
 
 def _completion(
@@ -529,4 +620,24 @@ def _completion(
         role=ctx.role,
         entry=entry,
         attempts=tuple(ctx.rows),
+    )
+
+
+def _replayed(rec: Replayed, ctx: _CallContext) -> Completion:
+    """The recorded completion (or failure) of a logical call, as the first execution got it."""
+    if rec.error is not None:
+        kind = {"TransientModelError": TransientModelError,
+                "ContextLengthExceeded": ContextLengthExceeded,
+                "OutputParseError": OutputParseError}.get(str(rec.error.get("type")), ModelError)
+        raise kind(f"{rec.error.get('message', 'the call failed')} (replayed from the ledger)")
+    last = rec.rows[-1]
+    return Completion(
+        text=rec.text,
+        usage=last.usage,
+        finish_reason=rec.finish_reason,
+        model=rec.model or last.model,
+        role=ctx.role,
+        entry=last,
+        attempts=rec.rows,
+        replayed=True,
     )

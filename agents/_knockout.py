@@ -9,6 +9,7 @@ from typing import Any
 
 from stratagem.agents._client import ModelClient
 from stratagem.agents._judge import Judge, PairwiseVerdict
+from stratagem.budgets import LedgerEntry
 
 __all__ = ["KnockoutResult", "knockout"]
 
@@ -34,6 +35,11 @@ class KnockoutResult:
     def call_ids(self) -> tuple[str, ...]:
         """Ledger call ids of every match's accepted judge reply."""
         return tuple(cid for v in self.verdicts for cid in v.call_ids)
+
+    @property
+    def rows(self) -> tuple[LedgerEntry, ...]:
+        """Ledger rows of every match's accepted judge reply."""
+        return tuple(r for v in self.verdicts for r in v.rows)
 
     @property
     def rounds(self) -> int:

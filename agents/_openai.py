@@ -11,6 +11,7 @@ SDK errors are translated into stratagem's: retryable ones into
 from __future__ import annotations
 
 import re
+import socket
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -93,6 +94,20 @@ def _is_context_overflow(exc: openai.APIStatusError) -> bool:
     if getattr(exc, "code", None) == "context_length_exceeded":
         return True
     return bool(_CONTEXT_OVERFLOW.search(str(exc.message)))
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a connection error happened before the request could reach the server
+    (refused, unresolvable, not connected): anywhere in its chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError | socket.gaierror
+                      | aiohttp.ClientConnectorError | httpx2.ConnectError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class OpenAIBackend:
@@ -235,17 +250,17 @@ class OpenAIBackend:
             # SDK transport's exception map and arrive as they are.)
             raise TransientModelError(
                 f"{self.endpoint}: malformed response: {redact(str(exc))[:200]}",
-                request_id=request_id,
+                request_id=request_id, billed=True,
             ) from exc
         choices = getattr(completion, "choices", None)
         if choices and (choices[0] is None or getattr(choices[0], "message", None) is None):
             raise TransientModelError(f"{self.endpoint}: malformed response: a choice without "
-                                      "a message", request_id=request_id)
+                                      "a message", request_id=request_id, billed=True)
         if not choices:
             raise TransientModelError(
                 f"{self.endpoint}: response has no choices",
                 usage=usage_from_openai(getattr(completion, "usage", None)),
-                request_id=request_id,
+                request_id=request_id, billed=True,
             )
         choice = completion.choices[0]
         return ChatResponse(
@@ -269,9 +284,14 @@ class OpenAIBackend:
         # TimeoutError) name their timeouts so; a refused connection is neither.
         timed_out = isinstance(root, TimeoutError) or "Timeout" in type(root).__name__
         if timed_out:
-            return TransientModelError(f"{self.endpoint}: request timed out")
+            # (the request may have been read and its reply generated: charged at a bound)
+            return TransientModelError(f"{self.endpoint}: request timed out", billed=True)
+        # A connection that never opened bills nothing; one that broke after the request
+        # went out (a body cut short, the server hanging up) may have been billed.
+        never_sent = _never_sent(exc)
         return TransientModelError(
-            f"{self.endpoint}: connection failed: {type(root).__name__}: {redact(str(root))}"
+            f"{self.endpoint}: connection failed: {type(root).__name__}: {redact(str(root))}",
+            billed=not never_sent,
         )
 
     async def _stream(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> ChatResponse:

@@ -168,4 +168,4 @@ class LLMSolver:
             temperature=temperature, seed=seed, **kw,
         )
         solution = Solution(answer=extract_answer(completion.text), text=completion.text)
-        return solution.with_call_ids(completion.call_id)
+        return solution.from_completions(completion)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, PrivateAttr, ValidationError
 from stratagem.agents._backend import Message
 from stratagem.agents._client import Completion, ModelClient
 from stratagem.agents._prompts import REPAIR_PROMPT, PromptTemplate
+from stratagem.budgets import LedgerEntry
 from stratagem.errors import OutputParseError
 
 __all__ = [
@@ -47,16 +48,30 @@ class RoleOutput(BaseModel):
     """
 
     _call_ids: tuple[str, ...] = PrivateAttr(default=())
+    _rows: tuple[LedgerEntry, ...] = PrivateAttr(default=())
 
     @property
     def call_ids(self) -> tuple[str, ...]:
         """Ledger call ids of the reply this value was taken from (empty: no model call)."""
         return self._call_ids
 
+    @property
+    def rows(self) -> tuple[LedgerEntry, ...]:
+        """The ledger rows of the replies this value was taken from (what ``accepted``
+        counts as used)."""
+        return self._rows
+
     def with_call_ids(self, *call_ids: str) -> Self:
-        """A copy of this value linked to ``call_ids``."""
+        """A copy of this value linked to ``call_ids`` (prefer :meth:`from_completions`)."""
         copy = self.model_copy()
         copy._call_ids = tuple(call_ids)
+        return copy
+
+    def from_completions(self, *completions: Completion) -> Self:
+        """A copy of this value linked to the replies it was taken from."""
+        copy = self.model_copy()
+        copy._rows = tuple(c.entry for c in completions)
+        copy._call_ids = tuple(r.call_id for r in copy._rows)
         return copy
 
 
@@ -182,7 +197,7 @@ async def complete_structured(
         value = parse(completion.text) if parse is not None else schema.model_validate(
             extract_json(completion.text))
         if isinstance(value, RoleOutput):
-            value = value.with_call_ids(completion.call_id)
+            value = value.from_completions(completion)
         return value
 
     first = await client.complete(messages, role=role, node=node, branch=branch,

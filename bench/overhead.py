@@ -92,7 +92,7 @@ def role_node(role: str) -> Any:
         done = await ctx.client.complete(prompt(role, state["task"], notes[-1] if notes else ""),
                                          role=role, node=role, max_output=64)
         update: dict[str, Any] = {"notes": [done.text],
-                                  **accepted(ctx.client.ledger, [done.call_id])}
+                                  **accepted(done)}
         if role == "judge":
             update["answer"] = done.text.rsplit("Answer:", 1)[-1].strip()
         return update

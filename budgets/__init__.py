@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from stratagem.budgets._aggregate import UsageTotals
+from stratagem.budgets._account import (
+    Account,
+    AccountEvent,
+    BudgetThreshold,
+    BudgetView,
+    CallRecorded,
+    OpenCall,
+    Replayed,
+    TransferRecorded,
+)
+from stratagem.budgets._aggregate import UsageTotals, entry_key
 from stratagem.budgets._budget import Budget, Reservation
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
 from stratagem.budgets._ledger import TokenLedger
@@ -31,19 +41,27 @@ __all__ = [
     "BUILTIN_PRICES",
     "PRICES_AS_OF",
     "SCHEMA_VERSION",
+    "Account",
+    "AccountEvent",
     "AllocationPolicy",
     "Budget",
+    "BudgetThreshold",
+    "BudgetView",
+    "CallRecorded",
     "DifficultyAdaptive",
     "FeedbackDecision",
     "JudgeFeedback",
     "LedgerEntry",
     "LedgerStore",
     "ModelPrice",
+    "OpenCall",
     "Pricing",
     "ReallocationPolicy",
+    "Replayed",
     "Reservation",
     "TokenLedger",
     "Transfer",
+    "TransferRecorded",
     "Uniform",
     "Usage",
     "UsageTotals",
@@ -51,6 +69,7 @@ __all__ = [
     "count_chat_tokens",
     "count_text_tokens",
     "encoding_name_for_model",
+    "entry_key",
     "estimate_usage",
     "get_encoding",
     "new_call_id",

@@ -35,6 +35,8 @@ class UsageTotals:
     Unknown is not zero: ``cached_tokens``, ``reasoning_tokens`` and ``cost_usd`` are sums over
     the rows that report them, ``None`` when no row does, and the ``*_unknown`` counts say how
     many rows left them unknown (so a cost with ``cost_unknown > 0`` is a lower bound).
+    ``estimated_calls`` rows were counted with tiktoken, ``bound_calls`` rows charged at an
+    upper bound (reply lost), ``lost_calls`` rows were in flight when a process died.
     """
 
     calls: int = 0
@@ -50,6 +52,8 @@ class UsageTotals:
     error_calls: int = 0
     cancelled_calls: int = 0
     latency_s: float = 0.0
+    bound_calls: int = 0
+    lost_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -73,11 +77,14 @@ class UsageTotals:
             "error_calls": self.error_calls,
             "cancelled_calls": self.cancelled_calls,
             "latency_s": self.latency_s,
+            "bound_calls": self.bound_calls,
+            "lost_calls": self.lost_calls,
         }
 
 
 class _Acc:
     __slots__ = (
+        "bound",
         "cached",
         "cached_unk",
         "calls",
@@ -88,6 +95,7 @@ class _Acc:
         "errors",
         "est",
         "lat",
+        "lost",
         "prompt",
         "reas",
         "reas_unk",
@@ -98,7 +106,7 @@ class _Acc:
         self.cached = self.reas = 0
         self.cached_unk = self.reas_unk = self.cost_unk = 0
         self.cost = 0.0
-        self.est = self.errors = self.cancelled = 0
+        self.est = self.errors = self.cancelled = self.bound = self.lost = 0
         self.lat = 0.0
 
     def add(self, e: LedgerEntry) -> None:
@@ -119,10 +127,14 @@ class _Acc:
             self.cost += e.cost_usd
         if e.usage_source == "estimate":
             self.est += 1
+        elif e.usage_source == "bound":
+            self.bound += 1
         if e.status == "error":
             self.errors += 1
         elif e.status == "cancelled":
             self.cancelled += 1
+        elif e.status == "lost":
+            self.lost += 1
         self.lat += e.latency_s
 
     def result(self) -> UsageTotals:
@@ -138,6 +150,8 @@ class _Acc:
             reasoning_unknown=self.reas_unk,
             cost_unknown=self.cost_unk,
             estimated_calls=self.est,
+            bound_calls=self.bound,
+            lost_calls=self.lost,
             error_calls=self.errors,
             cancelled_calls=self.cancelled,
             latency_s=self.lat,

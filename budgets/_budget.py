@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import threading
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stratagem.budgets._entries import LedgerEntry, Transfer
+from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
 from stratagem.budgets._pricing import ModelPrice, Pricing
 from stratagem.budgets._usage import Usage
 from stratagem.errors import BudgetExceeded, ConfigError, PricingError
@@ -86,11 +87,13 @@ class Budget:
         roles: Token cap per role, e.g. ``{"planner": 500, "solver": 4000}``.
         total_usd: Dollar cap for the whole run.
         roles_usd: Dollar cap per role.
-        pricing: Prices used for dollar caps and costs (built-in table by default).
+        pricing: Prices used for dollar caps and costs (built-in table by default). An
+            :class:`~stratagem.budgets.Account` built on this budget uses the same table.
         min_output_tokens: The smallest output cap worth a call; a reservation that cannot
             grant this many output tokens is refused with :class:`BudgetExceeded`.
-        ledger: Where transfers are recorded (they are returned either way).
-        run_id: Stamped on the transfers this budget records.
+        ledger: Deprecated: record through an :class:`~stratagem.budgets.Account`, which
+            records the transfers it makes. A budget given a ledger still records its own.
+        run_id: Deprecated with ``ledger``.
 
     Raises:
         ConfigError: If a cap is negative or ``min_output_tokens`` is below 1.
@@ -130,11 +133,19 @@ class Budget:
         self._tokens.update({r: _Scope(c) for r, c in (roles or {}).items()})
         self._usd: dict[str, _Scope] = {_TOTAL: _Scope(total_usd)}
         self._usd.update({r: _Scope(c) for r, c in (roles_usd or {}).items()})
+        self.pricing = pricing
+        """The price table this budget was given (``None``: the built-in one)."""
         self._pricing = pricing if pricing is not None else Pricing.default()
         self._held: dict[str, _Held] = {}
         self.min_output_tokens = min_output_tokens
-        self.ledger = ledger
-        self.run_id = run_id
+        if ledger is not None or run_id:
+            warnings.warn(
+                "Budget(ledger=..., run_id=...) is deprecated: a run's Account records its "
+                "transfers (Account(ledger, budget, run_id=...).transfer(...))",
+                DeprecationWarning, stacklevel=2,
+            )
+        self._ledger = ledger
+        self._run_id = run_id
         self.overshoot_tokens = 0
         """Tokens committed beyond what was reserved (input-estimate error), summed."""
 
@@ -147,6 +158,7 @@ class Budget:
         max_output: int,
         *,
         model: str | None = None,
+        pricing: Pricing | None = None,
     ) -> Reservation:
         """Hold budget for one call; the returned ``max_output`` is clamped to what remains.
 
@@ -155,6 +167,7 @@ class Budget:
             input_estimate: Estimated prompt tokens (tiktoken or the model's tokenizer).
             max_output: The output cap the caller wants.
             model: The model to be called; required when a dollar cap applies.
+            pricing: The price table for a dollar cap (this budget's by default).
 
         Raises:
             BudgetExceeded: If not even ``input_estimate + min_output_tokens`` fits in the
@@ -184,7 +197,7 @@ class Budget:
                           self._usd[n].limit is not None]
             usd = 0.0
             if usd_scopes:
-                price = self._price_for(model)
+                price = self._price_for(model, pricing)
                 for name in usd_scopes:
                     scope = self._usd[name]
                     need = _dollars(price, input_estimate, min_out)
@@ -256,10 +269,14 @@ class Budget:
         reason: str,
         *,
         node: str = "",
+        run_id: str | None = None,
+        event_id: str | None = None,
     ) -> Transfer:
-        """Move ``tokens`` of unspent cap from one role to another and record the move.
+        """Move ``tokens`` of unspent cap from one role to another; returns the move.
 
-        Both roles must have a token cap. The run total does not change.
+        Both roles must have a token cap. The run total does not change. The move is not
+        recorded here: :meth:`Account.transfer <stratagem.budgets.Account.transfer>` records
+        it (a budget built with the deprecated ``ledger=`` records it there itself).
 
         Raises:
             ValueError: If ``tokens`` is not positive or the roles are the same.
@@ -291,16 +308,35 @@ class Budget:
             src.limit -= tokens
             dst.limit += tokens
             event = Transfer(
-                run_id=self.run_id,
+                event_id=event_id or new_call_id(),
+                run_id=self._run_id if run_id is None else run_id,
                 from_role=from_role,
                 to_role=to_role,
                 tokens=tokens,
                 reason=reason,
                 node=node,
             )
-        if self.ledger is not None:
-            self.ledger.record_transfer(event)
+        if self._ledger is not None:
+            self._ledger.record_transfer(event)
         return event
+
+    def apply(self, transfer: Transfer) -> None:
+        """Re-apply a recorded move as it was made (it was checked then), e.g. on resume."""
+        with self._lock:
+            for role, delta in ((transfer.from_role, -transfer.tokens),
+                                (transfer.to_role, transfer.tokens)):
+                scope = self._tokens.setdefault(role, _Scope(0))
+                scope.limit = (scope.limit or 0) + delta
+
+    @property
+    def ledger(self) -> TokenLedger | None:
+        """Deprecated: the ledger given to the constructor, if any."""
+        return self._ledger
+
+    @property
+    def run_id(self) -> str:
+        """Deprecated: the run id given to the constructor."""
+        return self._run_id
 
     # -- views -----------------------------------------------------------------------------
 
@@ -351,10 +387,7 @@ class Budget:
         without reservations. Call it on a fresh budget built with the run's original caps.
         """
         for t in transfers:
-            with self._lock:
-                for role, delta in ((t.from_role, -t.tokens), (t.to_role, t.tokens)):
-                    scope = self._tokens.setdefault(role, _Scope(0))
-                    scope.limit = (scope.limit or 0) + delta
+            self.apply(t)
         for e in entries:
             self.charge(e.role, e.usage, model=e.model, cost_usd=e.cost_usd)
 
@@ -384,8 +417,9 @@ class Budget:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _price_for(self, model: str | None) -> ModelPrice:
-        price = None if model is None else self._pricing.price(model)
+    def _price_for(self, model: str | None, pricing: Pricing | None = None) -> ModelPrice:
+        table = pricing if pricing is not None else self._pricing
+        price = None if model is None else table.price(model)
         if price is None:
             raise PricingError(
                 f"a dollar cap is set but model {model!r} has no known price: add it to a "

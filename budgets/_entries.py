@@ -67,14 +67,21 @@ class LedgerEntry(BaseModel):
     latency_s: float = Field(default=0.0, ge=0)
     """Wall time from request to response (or failure), in seconds."""
     usage_source: UsageSource = "provider"
-    """``provider`` when the server reported the usage, ``estimate`` when tiktoken did,
-    ``none`` when neither did: a failed or cancelled attempt without usage or output, charged 0."""
+    """``provider`` when the server reported the usage; ``estimate`` when tiktoken counted a
+    whole reply that came without usage; ``bound`` when the reply was lost after the server may
+    have billed it (malformed, cut short, cancelled in flight, or in flight at a crash): the
+    prompt counted with tiktoken and the completion at ``cap_sent``, an upper bound; ``none``
+    when the server refused or never saw the request, charged 0."""
     status: CallStatus = "ok"
-    """``ok``, ``error`` (the attempt failed) or ``cancelled`` (its branch was cancelled)."""
+    """``ok``, ``error`` (the attempt failed), ``cancelled`` (its branch was cancelled) or
+    ``lost`` (the process ended with the request in flight; recovered from its intent)."""
     error: str | None = None
     """Why the attempt failed, for status ``error`` or ``cancelled``."""
     request_id: str | None = None
     """The provider's request id (``x-request-id``), if it sent one."""
+    cap_sent: int | None = Field(default=None, ge=0)
+    """The output cap sent with the request; ``None`` when not recorded (rows written before
+    stratagem 0.3). A completion above it means the server ignored the cap field."""
     started_at: datetime = Field(default_factory=_now)
     """When the request was sent (UTC)."""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -101,6 +108,13 @@ class LedgerEntry(BaseModel):
                 "reasoning_tokens is a subset of completion_tokens and cannot exceed it"
             )
         return self
+
+    @property
+    def cap_overshoot(self) -> int:
+        """Completion tokens beyond the cap that was sent (0 when it held or is unknown)."""
+        if self.cap_sent is None:
+            return 0
+        return max(0, self.completion_tokens - self.cap_sent)
 
     @property
     def total_tokens(self) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,15 +47,26 @@ class TokenLedger:
         self._by_run: dict[str, list[LedgerEntry]] = {}
         self._transfers: list[Transfer] = []
         self._transfer_ids: set[str] = set()
+        self._intents: dict[str, LedgerEntry] = {}
+        self._replies: dict[str, dict[str, dict[str, Any]]] = {}
         self._store = store
         if store is not None:
+            if not getattr(store, "readonly", False):
+                self.recovered = store.recover(e for owner, e in store.intents()
+                                               if not _owner_alive(owner))
             for e in store.entries():
-                self._ids[e.call_id] = e
-                self._entries.append(e)
-                self._by_run.setdefault(e.run_id, []).append(e)
+                self._remember(e)
             for t in store.transfers():
                 self._transfer_ids.add(t.event_id)
                 self._transfers.append(t)
+
+    recovered: int = 0
+    """Rows recovered from intents whose process had died, when the store was opened."""
+
+    def _remember(self, entry: LedgerEntry) -> None:
+        self._ids[entry.call_id] = entry
+        self._entries.append(entry)
+        self._by_run.setdefault(entry.run_id, []).append(entry)
 
     @property
     def store(self) -> LedgerStore | None:
@@ -71,10 +84,68 @@ class TokenLedger:
                 return False
             if self._store is not None:
                 self._store.append(entry)
-            self._ids[entry.call_id] = entry
-            self._entries.append(entry)
-            self._by_run.setdefault(entry.run_id, []).append(entry)
+            self._remember(entry)
             return True
+
+    # -- write-ahead intents and recorded outcomes ----------------------------------------
+
+    def open_intent(self, entry: LedgerEntry) -> None:
+        """Note, durably with a store, that ``entry``'s request is about to leave.
+
+        ``entry`` is the row as it would read if the process died before the reply:
+        status ``lost``, charged at the reservation. :meth:`complete` replaces it with the
+        real row; a ledger opened on the store after a crash turns it into a row.
+        """
+        with self._lock:
+            if self._store is not None:
+                self._store.open_intent(entry, _OWNER)
+            self._intents[entry.call_id] = entry
+
+    def drop_intent(self, call_id: str) -> None:
+        """Forget an intent whose request never left."""
+        with self._lock:
+            if self._intents.pop(call_id, None) is not None and self._store is not None:
+                self._store.drop_intent(call_id)
+
+    def complete(self, entry: LedgerEntry, reply: tuple[str, dict[str, Any]] | None = None
+                 ) -> bool:
+        """Record ``entry`` and close its intent, with the outcome of its logical call
+        (``(replay key, outcome)``) when this attempt ended it: one durable transaction.
+
+        Raises:
+            LedgerError: If the durable store could not write it; nothing is recorded.
+        """
+        with self._lock:
+            if entry.call_id in self._ids:
+                return False
+            if self._store is not None:
+                self._store.complete(entry, reply)
+            self._intents.pop(entry.call_id, None)
+            self._remember(entry)
+            if reply is not None:
+                self._replies.setdefault(entry.run_id, {})[reply[0]] = reply[1]
+            return True
+
+    def record_reply(self, run_id: str, key: str, outcome: dict[str, Any]) -> None:
+        """Record how a logical call ended when no row carries it (a final failure)."""
+        with self._lock:
+            if self._store is not None:
+                self._store.record_reply(run_id, key, outcome)
+            self._replies.setdefault(run_id, {})[key] = outcome
+
+    def replies(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Recorded outcomes of ``run_id``'s logical calls, by replay key (what a rerun of
+        the run replays instead of asking the model again)."""
+        with self._lock:
+            known = dict(self._replies.get(run_id, {}))
+        if self._store is not None:
+            known = {**self._store.replies(run_id), **known}
+        return known
+
+    def intents(self) -> list[LedgerEntry]:
+        """Requests in flight now (their rows as they would read if lost)."""
+        with self._lock:
+            return list(self._intents.values())
 
     def extend(self, entries: Iterable[LedgerEntry]) -> int:
         """Record several calls; returns how many were new."""
@@ -137,3 +208,26 @@ class TokenLedger:
     def export_csv(self, path: str | Path) -> int:
         """Write every call row as CSV (transfers go to a sibling ``*.transfers.csv``)."""
         return export_csv(path, self.entries(), self.transfers())
+
+
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+"""Who owns the intents this process writes: host and pid."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_alive(owner: str, alive: Callable[[int], bool] = _pid_alive) -> bool:
+    """Whether the process that wrote an intent may still complete it. Intents of another
+    host are left alone (that host's process may be running)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return alive(int(pid))

@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from stratagem.budgets._budget import Budget
 from stratagem.budgets._entries import Transfer
 from stratagem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stratagem.budgets._account import BudgetView
 
 __all__ = [
     "AllocationPolicy",
@@ -156,7 +158,7 @@ class ReallocationPolicy(Protocol):
         ...
 
     def on_verdict(
-        self, budget: Budget, *, score: float, accepted: bool, verified: bool, node: str
+        self, budget: BudgetView, *, score: float, accepted: bool, verified: bool, node: str
     ) -> FeedbackDecision:
         """React to one verdict (``verified``: it came from a programmatic checker)."""
         ...
@@ -189,9 +191,10 @@ class JudgeFeedback:
             raise ConfigError("judge_feedback needs 0 <= threshold <= 1 and 0 < fraction <= 1")
 
     def on_verdict(
-        self, budget: Budget, *, score: float, accepted: bool, verified: bool, node: str
+        self, budget: BudgetView, *, score: float, accepted: bool, verified: bool, node: str
     ) -> FeedbackDecision:
-        """Apply the rule to one verdict; transfers go through :meth:`Budget.transfer`."""
+        """Apply the rule to one verdict; transfers go through ``budget.transfer`` (the run's
+        :class:`~stratagem.budgets.Account`, which records them)."""
         if verified and accepted and self.stop_on_verified:
             return FeedbackDecision(stop=True, reason="verifier accepted the answer")
         if score >= self.threshold:

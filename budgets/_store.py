@@ -23,8 +23,12 @@ from stratagem.errors import LedgerError, LedgerFormatError
 
 __all__ = ["SCHEMA_VERSION", "LedgerStore", "Synchronous"]
 
-SCHEMA_VERSION = 1
-"""Version of the on-disk schema this stratagem writes. Newer files are refused, not guessed at."""
+SCHEMA_VERSION = 2
+"""Version of the on-disk schema this stratagem writes. Newer files are refused, not guessed at.
+
+Version 2 added the ``cap_sent`` column, the write-ahead ``ledger_intents`` and the recorded
+outcomes of logical calls (``ledger_replies``, for replay on resume). Version 1 files are
+upgraded in place when opened for writing (columns and tables added; no row changes)."""
 
 _KIND = "stratagem-ledger"
 
@@ -34,7 +38,7 @@ _CALL_COLUMNS = (
     "call_id", "run_id", "thread_id", "task_id", "attempt", "role", "node", "branch", "model",
     "backend", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
     "cost_usd", "latency_s", "usage_source", "status", "error", "request_id", "started_at",
-    "labels",
+    "labels", "cap_sent",
 )
 _TRANSFER_COLUMNS = ("event_id", "run_id", "from_role", "to_role", "tokens", "reason", "node", "at")
 
@@ -47,13 +51,20 @@ CREATE TABLE IF NOT EXISTS ledger_calls (
     backend TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
     cached_tokens INTEGER, reasoning_tokens INTEGER, cost_usd REAL, latency_s REAL NOT NULL,
     usage_source TEXT NOT NULL, status TEXT NOT NULL, error TEXT, request_id TEXT,
-    started_at TEXT NOT NULL, labels TEXT NOT NULL
+    started_at TEXT NOT NULL, labels TEXT NOT NULL, cap_sent INTEGER
 );
 CREATE INDEX IF NOT EXISTS ledger_calls_run ON ledger_calls (run_id);
 CREATE TABLE IF NOT EXISTS ledger_transfers (
     event_id TEXT PRIMARY KEY NOT NULL, run_id TEXT NOT NULL, from_role TEXT NOT NULL,
     to_role TEXT NOT NULL, tokens INTEGER NOT NULL, reason TEXT NOT NULL, node TEXT NOT NULL,
     at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_intents (
+    call_id TEXT PRIMARY KEY NOT NULL, run_id TEXT NOT NULL, owner TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_replies (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (run_id, key)
 );
 INSERT OR IGNORE INTO stratagem_meta VALUES ('kind', '{_KIND}');
 INSERT OR IGNORE INTO stratagem_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
@@ -75,6 +86,7 @@ def _call_params(e: LedgerEntry) -> tuple[Any, ...]:
         e.model, e.backend, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
         e.reasoning_tokens, e.cost_usd, e.latency_s, e.usage_source, e.status, e.error,
         e.request_id, e.started_at.isoformat(), json.dumps(e.labels, sort_keys=True),
+        e.cap_sent,
     )
 
 
@@ -165,7 +177,13 @@ class LedgerStore:
             if str(mode).lower() != "wal":
                 raise LedgerError(f"could not put {self.path} in WAL mode (got {mode})")
         self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        if "ledger_calls" in tables:
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(ledger_calls)")}
+            if "cap_sent" not in columns:  # a version 1 file
+                self._conn.execute("ALTER TABLE ledger_calls ADD COLUMN cap_sent INTEGER")
         self._conn.executescript(_SCHEMA)
+        self._conn.execute("UPDATE stratagem_meta SET value = ? WHERE key = 'schema_version'",
+                           (str(SCHEMA_VERSION),))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -211,6 +229,80 @@ class LedgerStore:
             transfer.tokens, transfer.reason, transfer.node, transfer.at.isoformat(),
         )
         return self._write(_INSERT_TRANSFER, (params,), many=False) == 1
+
+    # -- write-ahead intents and recorded outcomes ----------------------------------------
+
+    def open_intent(self, entry: LedgerEntry, owner: str) -> None:
+        """Durably note that ``entry``'s request is about to leave (its row as it would read
+        if the process died now: status ``lost``, charged at its reservation)."""
+        self._write("INSERT OR REPLACE INTO ledger_intents VALUES (?, ?, ?, ?)",
+                    ((entry.call_id, entry.run_id, owner, entry.model_dump_json()),), many=False)
+
+    def drop_intent(self, call_id: str) -> None:
+        """Forget an intent whose request never left (its reservation was released)."""
+        self._write("DELETE FROM ledger_intents WHERE call_id = ?", ((call_id,),), many=False)
+
+    def complete(self, entry: LedgerEntry, reply: tuple[str, dict[str, Any]] | None = None
+                 ) -> bool:
+        """Record ``entry`` and close its intent in one transaction, with the outcome of its
+        logical call (``(key, outcome)``) when this attempt ended it. Returns ``False`` if
+        the row was already stored."""
+        with self._lock:
+            if self._closed:
+                raise LedgerError(f"ledger store {self.path} is closed; nothing was recorded")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    new = self._conn.execute(_INSERT_CALL, _call_params(entry)).rowcount == 1
+                    self._conn.execute("DELETE FROM ledger_intents WHERE call_id = ?",
+                                       (entry.call_id,))
+                    if reply is not None:
+                        self._conn.execute(
+                            "INSERT OR REPLACE INTO ledger_replies VALUES (?, ?, ?)",
+                            (entry.run_id, reply[0], json.dumps(reply[1], sort_keys=True)))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                return new
+            except sqlite3.Error as exc:
+                raise LedgerError(f"could not write to ledger {self.path}: {exc}") from exc
+
+    def record_reply(self, run_id: str, key: str, outcome: dict[str, Any]) -> None:
+        """Durably record how a logical call ended (a failure after every retry)."""
+        self._write("INSERT OR REPLACE INTO ledger_replies VALUES (?, ?, ?)",
+                    ((run_id, key, json.dumps(outcome, sort_keys=True)),), many=False)
+
+    def replies(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The recorded outcomes of ``run_id``'s logical calls, by replay key."""
+        rows = self._read("SELECT key, outcome FROM ledger_replies WHERE run_id = ?", (run_id,))
+        return {k: json.loads(v) for k, v in rows}
+
+    def intents(self) -> list[tuple[str, LedgerEntry]]:
+        """Open intents: ``(owner, row as it would read if lost)``, oldest first."""
+        rows = self._read("SELECT owner, entry FROM ledger_intents ORDER BY rowid")
+        return [(owner, LedgerEntry.model_validate_json(e)) for owner, e in rows]
+
+    def recover(self, entries: Iterable[LedgerEntry]) -> int:
+        """Turn the intents of ``entries`` (their ``lost`` rows) into ledger rows, in one
+        transaction; returns how many rows were new."""
+        params = [_call_params(e) for e in entries]
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = self._conn.total_changes
+                    self._conn.executemany(_INSERT_CALL, params)
+                    new = self._conn.total_changes - before
+                    self._conn.executemany("DELETE FROM ledger_intents WHERE call_id = ?",
+                                           [(p[0],) for p in params])
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                return new
+            except sqlite3.Error as exc:
+                raise LedgerError(f"could not write to ledger {self.path}: {exc}") from exc
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ async def solve(state: RunState, ctx: RunContext) -> dict[str, Any]:
         "round": state.get("round", 0) + 1,
         "feedback": None,
         # Mark the call as used: it counts as accepted, not waste, in the audit.
-        **accepted(ctx.client.ledger, solution.call_ids),
+        **accepted(solution),
     }
 
 
@@ -84,7 +84,7 @@ async def critic(state: RunState, ctx: RunContext) -> dict[str, Any]:
                                      "\n\nKEEP or REVISE?"}],
         role="critic", node="critic", max_output=96,
     )
-    used = accepted(ctx.client.ledger, [reply.call_id])
+    used = accepted(reply)
     if reply.text.strip().upper().startswith("REVISE"):
         return {"feedback": reply.text.strip(), "notes": ["critic: revise"], **used}
     return {"answer": latest.get("answer", ""), "notes": ["critic: keep"], **used}

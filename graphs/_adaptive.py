@@ -20,7 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from stratagem.budgets import Budget, Transfer, apportion
+from stratagem.budgets import BudgetView, Transfer, apportion
 from stratagem.errors import BudgetExceeded, ConfigError, OutputParseError
 from stratagem.graphs._common import (
     accepted,
@@ -33,7 +33,7 @@ from stratagem.graphs._context import RunContext
 from stratagem.graphs._decompose import add_decomposition
 from stratagem.graphs._fanout import fan_out, sample, select_node
 from stratagem.graphs._loops import feedback_update, refine_nodes, round_starved
-from stratagem.graphs._simple import Builder, Compiled, _compile, add_node, call_ids, solve
+from stratagem.graphs._simple import Builder, Compiled, _compile, add_node, solve
 from stratagem.graphs._state import RunState
 
 __all__ = ["adaptive", "apply_split"]
@@ -48,12 +48,12 @@ _MODE_ROLES = {
 """The roles each mode actually uses; the others' budget is moved to those that do."""
 
 
-def apply_split(budget: Budget, split: Mapping[str, float], *, node: str,
+def apply_split(budget: BudgetView, split: Mapping[str, float], *, node: str,
                 reason: str) -> list[Transfer]:
     """Move unspent budget between capped roles so their caps follow ``split``.
 
     Only what is unspent can move; roles without a cap are left alone. Returns the transfers
-    made (each recorded in the budget's ledger).
+    made (each recorded in the ledger when ``budget`` is the run's account).
     """
     roles = [r for r in split if budget.unspent(r) is not None]
     if len(roles) < 2:
@@ -115,14 +115,14 @@ def adaptive(
         chosen["samples"] = min(chosen["samples"], max_samples)
         chosen["rounds"] = min(chosen["rounds"], max_rounds)
         update: dict[str, Any] = {"plan": chosen,
-                                  **accepted(ctx.client.ledger, call_ids(decided))}
+                                  **accepted(decided)}
         if budget is not None:
             used = _MODE_ROLES.get(decided.mode, ("solver",))
             split = {r: decided.budget_split.get(r, 0.0) for r in used}
             if sum(split.values()) <= 0:  # no usable preference: keep the current ratio
                 split = {r: float(budget.unspent(r) or 0) for r in used}
             split.update({r: 0.0 for r in _ROLES if r not in used})
-            moves = apply_split(budget, split, node="plan",
+            moves = apply_split(ctx.account, split, node="plan",
                                 reason=f"planner split for mode {decided.mode}")
             deltas: dict[str, int] = {}
             for t in moves:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from langgraph.runtime import Runtime
 
-from stratagem.agents._client import current_task_id
-from stratagem.budgets import TokenLedger
+from stratagem.agents import Completion
+from stratagem.budgets import LedgerEntry, TokenLedger
 from stratagem.errors import BudgetExceeded, ModelError, OutputParseError, RunError
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._state import Candidate, RunState
@@ -63,15 +65,46 @@ def task_id(runtime: Runtime[Any]) -> str | None:
     return None if info is None else str(info.task_id)
 
 
-def accepted(ledger: TokenLedger, call_ids: Iterable[str]) -> dict[str, Any]:
-    """A state update marking these calls' output as used (the accepted view)."""
-    ids = [c for c in call_ids if c]
+def accepted(*outputs: Any) -> dict[str, Any]:
+    """A state update marking these calls' output as used (the accepted view).
+
+    Pass what the node used: :class:`~stratagem.agents.Completion` objects, their ledger
+    rows, or role outputs (which carry the rows of their replies): ``accepted(done)``,
+    ``accepted(solution)``, ``accepted(*verdicts)``. The older form
+    ``accepted(ledger, call_ids)`` still works (deprecated: the completions already hold
+    their rows).
+    """
+    if outputs and isinstance(outputs[0], TokenLedger):
+        warnings.warn("accepted(ledger, call_ids) is deprecated: pass the completions, "
+                      "accepted(*completions)", DeprecationWarning, stacklevel=2)
+        ledger = outputs[0]
+        ids = [str(c) for group in outputs[1:] if isinstance(group, Iterable)
+               for c in group if c]
+        return _accepted([r for r in map(ledger.get, ids) if r is not None])
+    flat: list[LedgerEntry] = []
+    for out in outputs:
+        flat.extend(_rows_of(out))
+    return _accepted(flat)
+
+
+def _rows_of(out: Any) -> list[LedgerEntry]:
+    if isinstance(out, Completion):
+        return [out.entry]
+    if isinstance(out, LedgerEntry):
+        return [out]
+    rows = getattr(out, "rows", None)  # a role's output: the rows of its replies
+    if rows is not None:
+        return list(rows)
+    if isinstance(out, Iterable) and not isinstance(out, str | bytes):
+        return [r for o in out for r in _rows_of(o)]
+    return []
+
+
+def _accepted(rows: Sequence[LedgerEntry]) -> dict[str, Any]:
     tokens: dict[str, int] = {}
-    for cid in ids:
-        row = ledger.get(cid)
-        if row is not None:
-            tokens[row.role] = tokens.get(row.role, 0) + row.total_tokens
-    return {"accepted_calls": ids, "accepted_tokens": tokens}
+    for row in rows:
+        tokens[row.role] = tokens.get(row.role, 0) + row.total_tokens
+    return {"accepted_calls": [r.call_id for r in rows], "accepted_tokens": tokens}
 
 
 def skip_role(ctx: RunContext, role: str, why: str, *, node: str,
@@ -80,12 +113,12 @@ def skip_role(ctx: RunContext, role: str, why: str, *, node: str,
     a note, and its unspent budget moved to ``to_role`` (a recorded transfer) so the run can
     go on without it."""
     update: dict[str, Any] = {"notes": [f"{role} skipped ({why}); going on without it"]}
-    budget = ctx.budget
-    if budget is None or budget.limit(to_role) is None:
+    account = ctx.account
+    if account.budget is None or account.limit(to_role) is None:
         return update
-    unspent = budget.unspent(role) or 0
+    unspent = account.unspent(role) or 0
     if unspent > 0:
-        t = budget.transfer(role, to_role, unspent, f"{role} skipped: {why[:200]}", node=node)
+        t = account.transfer(role, to_role, unspent, f"{role} skipped: {why[:200]}", node=node)
         update["budget_moves"] = {role: -t.tokens, to_role: t.tokens}
     return update
 
@@ -110,12 +143,14 @@ def stratagem_node(
         ... async def critic(state, ctx):
         ...     done = await ctx.client.complete(
         ...         [{"role": "user", "content": state["task"]}], role="critic", node="critic")
-        ...     return {"notes": [done.text], **accepted(ctx.client.ledger, [done.call_id])}
+        ...     return {"notes": [done.text], **accepted(done)}
     """
 
     async def node(state: S, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = run_context(runtime)
-        token = current_task_id.set(task_id(runtime))
+        # The node's calls are stamped with its name and LangGraph task: an explicit bound
+        # view of the run's account, not a variable shared between packages.
+        ctx = replace(ctx, client=ctx.client.bind(node=fn.__name__, task_id=task_id(runtime)))
         try:
             with bind_run(node=fn.__name__):
                 return await fn(state, ctx)
@@ -126,8 +161,6 @@ def stratagem_node(
             _log.warning("run.model_failed", node=fn.__name__, error=str(exc))
             return {"notes": [f"{fn.__name__}: {exc}"], "stop_reason": f"model failed: {exc}",
                     "failed_calls": 0 if isinstance(exc, OutputParseError) else 1}
-        finally:
-            current_task_id.reset(token)
 
     # Not functools.wraps: LangGraph reads the signature to inject `runtime`, and __wrapped__
     # would show it fn's (state, ctx) instead.

@@ -23,7 +23,7 @@ from stratagem.agents import (
     Solver,
     VerifierJudge,
 )
-from stratagem.budgets import Budget, ReallocationPolicy
+from stratagem.budgets import Account, Budget, ReallocationPolicy
 from stratagem.errors import ConfigError
 
 __all__ = ["DEFAULT_SPLITS", "RunContext", "Verifier"]
@@ -48,7 +48,8 @@ class RunContext:
     """Everything a topology's nodes need besides the state.
 
     Attributes:
-        client: Makes every model call (bound to this run's id, ledger and budget).
+        client: Makes every model call, recorded through its account (bound to this run's
+            id, ledger and budget when the run starts).
         budget: The run's budget; ``None`` for no limit.
         planner: The planner role.
         decomposer: The decomposer role.
@@ -74,6 +75,11 @@ class RunContext:
     temperature: float | None = 0.8
     seed: int | None = 0
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def account(self) -> Account:
+        """The run's account (the client's): it records every call and budget move."""
+        return self.client.account
 
     def judge_for(self, judge_with: str) -> Judge:
         """The judge to use: ``"llm"`` (the configured judge) or ``"verifier"``."""

@@ -20,7 +20,7 @@ from stratagem.graphs._common import (
     stratagem_node,
 )
 from stratagem.graphs._context import RunContext
-from stratagem.graphs._simple import Builder, Compiled, _compile, add_node, call_ids
+from stratagem.graphs._simple import Builder, Compiled, _compile, add_node
 from stratagem.graphs._state import BranchInput, RunState
 
 __all__ = ["add_decomposition", "decompose_solve"]
@@ -37,7 +37,7 @@ async def decompose(state: RunState, ctx: RunContext) -> dict[str, Any]:
         return {"subtasks": [{"id": "1", "description": state["task"], "depends_on": []}],
                 **skip_role(ctx, "decomposer", f"{why}: {exc}", node="decompose")}
     subtasks = [s.model_dump() for s in parts.order()]
-    return {"subtasks": subtasks, **accepted(ctx.client.ledger, call_ids(parts))}
+    return {"subtasks": subtasks, **accepted(parts)}
 
 
 def schedule(state: RunState, runtime: Runtime[RunContext]) -> list[Send] | str:
@@ -76,7 +76,7 @@ async def subtask(inp: BranchInput, ctx: RunContext) -> dict[str, Any]:
         **ctx.extra(),
     )
     return {"results": {inp["subtask_id"]: solution.answer},
-            **accepted(ctx.client.ledger, call_ids(solution))}
+            **accepted(solution)}
 
 
 @stratagem_node
@@ -89,7 +89,7 @@ async def aggregate(state: RunState, ctx: RunContext) -> dict[str, Any]:
                                       node="aggregate", seed=ctx.seed, **ctx.extra())
     return {"candidates": [{"answer": solution.answer, "text": solution.text,
                             "branch": "aggregate", "round": 0}],
-            **accepted(ctx.client.ledger, call_ids(solution))}
+            **accepted(solution)}
 
 
 def add_decomposition(

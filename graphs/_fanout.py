@@ -26,7 +26,6 @@ from stratagem.graphs._common import (
     stratagem_node,
 )
 from stratagem.graphs._context import RunContext
-from stratagem.graphs._simple import call_ids
 from stratagem.graphs._state import BranchInput, Candidate, RunState
 
 __all__ = ["Selection", "fan_out", "sample", "score_new", "select"]
@@ -89,7 +88,7 @@ async def sample(inp: BranchInput, runtime: Runtime[RunContext]) -> dict[str, An
             "answer": solution.answer, "text": solution.text, "branch": inp["branch"],
             "round": inp.get("round", 0), "parent": inp.get("parent"),
         }
-        return {"candidates": [candidate], **accepted(ctx.client.ledger, call_ids(solution))}
+        return {"candidates": [candidate], **accepted(solution)}
 
     update = await sample_branch(inp, runtime)
     if "stop_reason" in update:
@@ -141,8 +140,7 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
          "by": judge_with, "round": state.get("round", 0)}
         for i, v in results
     ]
-    ids = [cid for _, v in results for cid in call_ids(v)]
-    update = {"verdicts": verdicts, "notes": notes, **accepted(ctx.client.ledger, ids)}
+    update = {"verdicts": verdicts, "notes": notes, **accepted(*(v for _, v in results))}
     lost = sum(isinstance(v, ModelError) and not isinstance(v, OutputParseError)
                for _, v in outcomes)
     if lost:
@@ -168,7 +166,7 @@ async def select(state: RunState, ctx: RunContext, how: Selection) -> dict[str, 
         winner = result.winner_index
         return {"answer": candidates[winner].get("answer", ""),
                 "notes": [f"knockout: {len(result.matches)} matches, winner {winner}"],
-                **accepted(ctx.client.ledger, call_ids(result))}
+                **accepted(result)}
     judged = await score_new(state, ctx, "verifier" if how == "verifier" else "llm")
     return judged
 

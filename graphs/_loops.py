@@ -22,7 +22,7 @@ from stratagem.graphs._fanout import (
     score_new,
     select_node,
 )
-from stratagem.graphs._simple import Builder, Compiled, _compile, add_node, call_ids
+from stratagem.graphs._simple import Builder, Compiled, _compile, add_node
 from stratagem.graphs._state import RunState
 
 __all__ = ["best_of_n", "feedback_update", "refine", "refine_nodes"]
@@ -50,7 +50,7 @@ def feedback_update(state: RunState, ctx: RunContext, *, judge_with: str, node: 
     if ctx.policy is None or ctx.budget is None or best is None:
         return {"extra_samples": 0}
     decision = ctx.policy.on_verdict(
-        ctx.budget, score=best, accepted=best >= accept_threshold,
+        ctx.account, score=best, accepted=best >= accept_threshold,
         verified=judge_with == "verifier", node=node,
     )
     moves: dict[str, int] = {}
@@ -149,7 +149,7 @@ def refine_nodes(
         return {"candidates": [{"answer": solution.answer, "text": solution.text,
                                 "branch": str(len(candidates)), "round": state.get("round", 0),
                                 "parent": None if last is None else len(candidates) - 1}],
-                **accepted(ctx.client.ledger, call_ids(solution))}
+                **accepted(solution)}
 
     @stratagem_node
     async def judge(state: RunState, ctx: RunContext) -> dict[str, Any]:

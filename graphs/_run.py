@@ -3,15 +3,21 @@
 With a checkpoint path, every superstep is saved to SQLite with ``durability="sync"`` before
 the next one starts, and every model call is in the durable ledger before its result is used.
 After a crash (an exception in a branch, or the process killed), :func:`resume` re-runs only
-the unfinished work: finished supersteps and finished branches are restored, not repeated,
-and the budget is rebuilt from the ledger rows and transfers of the run.
+the unfinished work: finished supersteps and finished branches are restored, not repeated.
+Inside the nodes that run again, every model call the first execution recorded is replayed
+from the ledger, not sent again, and charged to the budget where it was charged then; the
+budget is rebuilt from the rest of the run's rows and transfers. So a resumed run takes the
+path an uninterrupted one takes, and its tokens are counted once.
+
+Without a checkpoint, running a run id again that already has rows (a rerun after a crash)
+replays its recorded calls the same way, from the start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +37,10 @@ __all__ = ["RunResult", "aresume", "arun", "resume", "run"]
 _log = get_logger("stratagem.run")
 
 Checkpoint = str | Path | BaseCheckpointSaver[Any] | None
+
+_NOT_DONE = ("__error__", "__interrupt__")
+"""Channels of pending writes that do not mean the task finished (LangGraph's own names; its
+constants for them are private since 1.0)."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,10 @@ class RunResult:
 
 
 def _bind(ctx: RunContext, run_id: str, thread_id: str) -> RunContext:
-    client = ctx.client.bind(run_id=run_id, thread_id=thread_id, labels=ctx.labels)
-    if ctx.budget is not None:
-        client.budget = ctx.budget
-        if ctx.budget.ledger is None:
-            ctx.budget.ledger = client.ledger
-        ctx.budget.run_id = run_id
+    """The context of one execution of a run: its client records through an account for
+    the run (same ledger and prices, the context's budget)."""
+    client = ctx.client.bind(run_id=run_id, thread_id=thread_id, budget=ctx.budget,
+                             labels=ctx.labels)
     return replace(ctx, client=client)
 
 
@@ -95,7 +103,7 @@ async def _saver(checkpoint: Checkpoint) -> AsyncIterator[BaseCheckpointSaver[An
 
 
 def _result(ctx: RunContext, run_id: str, thread_id: str, values: Mapping[str, Any]) -> RunResult:
-    ledger = ctx.client.ledger
+    account = ctx.account
     return RunResult(
         run_id=run_id,
         thread_id=thread_id,
@@ -103,10 +111,10 @@ def _result(ctx: RunContext, run_id: str, thread_id: str, values: Mapping[str, A
         answer_text=str(values.get("answer_text") or values.get("answer", "")),
         score=values.get("score"),
         stop_reason=str(values.get("stop_reason") or "done"),
-        billed=ledger.totals(run_id=run_id),
-        by_role=ledger.group_by("role", run_id=run_id),
+        billed=account.totals(),
+        by_role=account.by_role(),
         accepted_tokens=dict(values.get("accepted_tokens", {})),
-        transfers=ledger.transfers(run_id),
+        transfers=account.transfers(),
         state=dict(values),
     )
 
@@ -142,6 +150,11 @@ async def arun(
     run_id = run_id or uuid.uuid4().hex
     thread_id = thread_id or run_id
     ctx = _bind(context, run_id, thread_id)
+    if ctx.account.entries() or ctx.account.transfers():
+        # A rerun of a run that has rows (it crashed without a checkpoint): its recorded
+        # calls replay as they come; what cannot replay is charged now.
+        _log.info("run.rerun", run_id=run_id, rows=len(ctx.account.entries()))
+        ctx.account.restore()
     inputs = {"task": task, "task_id": task_id or run_id, "run_id": run_id}
     return await _invoke(graph, inputs, ctx, run_id=run_id, thread_id=thread_id,
                          checkpoint=checkpoint, max_concurrency=max_concurrency)
@@ -159,7 +172,8 @@ async def aresume(
 
     ``context`` must be built as for the original run, with a *fresh* budget of the same
     caps and a ledger that reads the same durable store: the budget is rebuilt from the run's
-    ledger rows and transfers, so what was spent before the crash still counts.
+    ledger rows and transfers, so what was spent before the crash still counts, and the calls
+    of unfinished nodes that the ledger holds are replayed rather than sent again.
 
     Raises:
         ConfigError: If there is no checkpoint for ``thread_id``.
@@ -177,9 +191,7 @@ async def aresume(
             )
         run_id = str(snapshot.values.get("run_id") or thread_id)
         ctx = _bind(context, run_id, thread_id)
-        if ctx.budget is not None:
-            ledger = ctx.client.ledger
-            ctx.budget.restore(ledger.entries(run_id=run_id), ledger.transfers(run_id))
+        ctx.account.restore(await _replays_on_resume(saver, config))
         if not snapshot.next and not snapshot.tasks:
             # Finished. (A run interrupted between supersteps has no `next` yet but still
             # has pending tasks: that one must run on.)
@@ -187,6 +199,24 @@ async def aresume(
         _log.info("run.resume", run_id=run_id, thread_id=thread_id, next=list(snapshot.next))
         return await _invoke(graph, None, ctx, run_id=run_id, thread_id=thread_id,
                              checkpoint=saver, max_concurrency=max_concurrency)
+
+
+async def _replays_on_resume(saver: BaseCheckpointSaver[Any], config: dict[str, Any]
+                             ) -> Callable[[dict[str, Any]], bool]:
+    """Which recorded outcomes a resume from the latest checkpoint replays: those of the
+    superstep that runs again, except the tasks whose writes were saved (they do not run)."""
+    saved = await saver.aget_tuple(config)  # type: ignore[arg-type]
+    if saved is None:
+        return lambda outcome: True
+    step = int(saved.metadata.get("step", -1)) if saved.metadata else -1
+    finished = {task for task, channel, _ in (saved.pending_writes or ())
+                if channel not in _NOT_DONE}
+
+    def replays(outcome: dict[str, Any]) -> bool:
+        at = outcome.get("step")
+        return at is not None and int(at) > step and outcome.get("task_id") not in finished
+
+    return replays
 
 
 async def _invoke(

@@ -24,11 +24,6 @@ __all__ = ["plan_solve", "single"]
 Compiled = CompiledStateGraph[RunState, RunContext, RunState, RunState]
 
 
-def call_ids(result: Any) -> tuple[str, ...]:
-    """The accepted call ids a role result carries (none for programmatic roles)."""
-    return tuple(getattr(result, "call_ids", ()) or ())
-
-
 @stratagem_node
 async def solve(state: RunState, ctx: RunContext) -> dict[str, Any]:
     """Solve the task once (with the plan's rationale as a hint, if a planner ran)."""
@@ -41,7 +36,7 @@ async def solve(state: RunState, ctx: RunContext) -> dict[str, Any]:
     return {
         "candidates": [{"answer": solution.answer, "text": solution.text, "branch": "0",
                         "score": None, "round": 0}],
-        **accepted(ctx.client.ledger, call_ids(solution)),
+        **accepted(solution),
     }
 
 
@@ -59,7 +54,7 @@ async def plan(state: RunState, ctx: RunContext) -> dict[str, Any]:
         why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
         return {"plan": {"mode": "direct", "rationale": ""},
                 **skip_role(ctx, "planner", f"{why}: {exc}", node="plan")}
-    return {"plan": decided.model_dump(), **accepted(ctx.client.ledger, call_ids(decided))}
+    return {"plan": decided.model_dump(), **accepted(decided)}
 
 
 Builder = StateGraph[RunState, RunContext, RunState, RunState]

@@ -10,11 +10,16 @@ Role: TypeAlias = str
 """A role name. The four built-in roles are ``planner``, ``decomposer``, ``solver`` and ``judge``;
 users may add their own."""
 
-UsageSource: TypeAlias = Literal["provider", "estimate", "none"]
-"""Where a ledger row's token counts come from: the provider's usage, a tiktoken estimate, or
-nowhere (``none``: an attempt that got no usage and returned nothing to estimate, charged 0)."""
+UsageSource: TypeAlias = Literal["provider", "estimate", "bound", "none"]
+"""Where a ledger row's token counts come from: the provider's usage; a tiktoken ``estimate``
+of a reply that came back whole but without usage; an upper ``bound`` for an attempt the
+server may have billed but whose reply was lost (malformed, cut short, cancelled in flight, or
+in flight when the process died): the prompt counted with tiktoken and the completion at the
+cap that was sent; or ``none``: an attempt the server refused or never saw, charged 0."""
 
-CallStatus: TypeAlias = Literal["ok", "error", "cancelled"]
-"""How an HTTP-level call ended."""
+CallStatus: TypeAlias = Literal["ok", "error", "cancelled", "lost"]
+"""How an HTTP-level call ended. ``lost``: the process ended while the request was in flight
+(recovered from its write-ahead intent); its outcome is unknown and it is charged at its
+reservation."""
 
 JSONScalar: TypeAlias = str | int | float | bool | None

@@ -85,6 +85,8 @@ class BudgetExceeded(RunError):
         limit: The cap in force (tokens or dollars).
         requested: What the refused reservation needed at minimum.
         spent: Committed plus outstanding reservations in that scope when it was refused.
+        scope: ``None`` for a cap of the budget; ``"allowance"`` when the call's own
+            allowance (a parallel branch's share) was too small for its prompt.
     """
 
     def __init__(
@@ -95,29 +97,39 @@ class BudgetExceeded(RunError):
         limit: float,
         requested: float,
         spent: float,
+        scope: str | None = None,
     ) -> None:
         self.kind: BudgetKind = kind
         self.role = role
         self.limit = limit
         self.requested = requested
         self.spent = spent
-        scope = f"role {role!r}" if role is not None else "the run total"
+        self.scope = scope
         unit = "tokens" if kind == "tokens" else "USD"
-        super().__init__(
-            f"budget exceeded for {scope}: needs {_fmt(requested)} {unit}, "
-            f"{_fmt(spent)} of {_fmt(limit)} {unit} already spent or reserved"
-        )
+        if scope == "allowance":
+            message = (
+                f"budget exceeded for role {role!r}: this call's allowance of {_fmt(limit)} "
+                f"{unit} (its branch's share) cannot fit its prompt and a minimal reply "
+                f"({_fmt(requested)} {unit})"
+            )
+        else:
+            where = f"role {role!r}" if role is not None else "the run total"
+            message = (f"budget exceeded for {where}: needs {_fmt(requested)} {unit}, "
+                       f"{_fmt(spent)} of {_fmt(limit)} {unit} already spent or reserved")
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only __init__ breaks the default pickling that Ray and multiprocessing use.
         return (_rebuild_budget_exceeded, (self.kind, self.role, self.limit, self.requested,
-                                           self.spent))
+                                           self.spent, self.scope))
 
 
 def _rebuild_budget_exceeded(
-    kind: BudgetKind, role: str | None, limit: float, requested: float, spent: float
+    kind: BudgetKind, role: str | None, limit: float, requested: float, spent: float,
+    scope: str | None = None,
 ) -> BudgetExceeded:
-    return BudgetExceeded(kind=kind, role=role, limit=limit, requested=requested, spent=spent)
+    return BudgetExceeded(kind=kind, role=role, limit=limit, requested=requested, spent=spent,
+                          scope=scope)
 
 
 def _fmt(value: float) -> str:
@@ -155,6 +167,9 @@ class TransientModelError(ModelError):
         retry_after: Seconds the server asked us to wait (``Retry-After``), if it said.
         partial_text: For a stream cut short, the text that did arrive (its tokens were
             generated, so they are estimated and charged).
+        billed: The server took the request and may have generated (and billed) its reply,
+            which was then lost: a malformed or cut reply, a read timeout. Such an attempt
+            is charged at an upper bound (``usage_source="bound"``), never at zero.
     """
 
     def __init__(
@@ -166,10 +181,12 @@ class TransientModelError(ModelError):
         request_id: str | None = None,
         usage: Usage | None = None,
         partial_text: str | None = None,
+        billed: bool = False,
     ) -> None:
         super().__init__(message, status_code=status_code, request_id=request_id, usage=usage)
         self.retry_after = retry_after
         self.partial_text = partial_text
+        self.billed = billed or partial_text is not None
 
 
 class ContextLengthExceeded(ModelError):

@@ -28,7 +28,9 @@ def _chat_records(srv: FakeOpenAIServer) -> list[RequestRecord]:
 
 
 def _reconcile(rows: list[LedgerEntry], records: list[RequestRecord]) -> None:
-    """Attempt by attempt: provider rows equal what the server sent, the rest sent nothing."""
+    """Attempt by attempt: provider rows equal what the server sent; a reply the server
+    generated but that did not arrive whole is charged at least what it billed (flagged
+    ``bound``, never zero); an attempt that generated nothing sent nothing."""
     assert len(rows) == len(records)
     for row, rec in zip(rows, records, strict=True):
         if rec.usage is not None:
@@ -39,6 +41,11 @@ def _reconcile(rows: list[LedgerEntry], records: list[RequestRecord]) -> None:
             assert row.reasoning_tokens == rec.usage.reasoning_tokens
         elif row.status == "ok" or row.usage_source == "estimate":
             assert row.usage_source == "estimate"  # the server sent none: flagged, not faked
+        elif rec.billed is not None or (rec.fault is not None and rec.fault.kind == "timeout"):
+            # lost after the server (may have) billed it: an upper bound, flagged
+            assert row.usage_source == "bound" and row.status == "error"
+            assert row.completion_tokens >= (rec.billed.completion_tokens if rec.billed else 0)
+            assert row.completion_tokens == row.cap_sent
         else:
             assert row.total_tokens == 0 and row.usage_source == "none"
 
@@ -83,14 +90,17 @@ def test_stream_cut_after_usage_is_charged_as_sent() -> None:
     _reconcile(rows, records)
 
 
-def test_stream_cut_without_usage_charges_a_flagged_estimate() -> None:
+def test_stream_cut_without_usage_charges_a_flagged_upper_bound() -> None:
     with FakeOpenAIServer(lambda body: FakeReply("one two three four five six")) as srv:
         srv.enqueue_faults([Fault.stream_cut(after_chunks=2)])
         client = _client(srv)
-        client.complete_sync(MSG, role="solver", stream=True)
+        client.complete_sync(MSG, role="solver", max_output=40, stream=True)
+        (billed, _) = [r.billed for r in _chat_records(srv)]
     first = client.ledger.entries()[0]
-    assert first.status == "error" and first.usage_source == "estimate"
-    assert first.prompt_tokens > 0
+    assert first.status == "error" and first.usage_source == "bound"
+    # the prompt as counted, the completion at the cap sent: never below what was billed
+    assert first.prompt_tokens > 0 and first.completion_tokens == first.cap_sent == 40
+    assert billed is not None and first.completion_tokens >= billed.completion_tokens
 
 
 def test_missing_usage_is_estimated_and_flagged() -> None:

@@ -162,7 +162,8 @@ def test_a_reply_that_is_not_valid_http_is_a_retried_malformed_response(transpor
         listener.close()
     rows = client.ledger.entries()
     assert [r.status for r in rows] == ["error", "error"]
-    assert all(r.total_tokens == 0 for r in rows)
+    # a 200 the client could not read: the server may have billed it, so an upper bound
+    assert all(r.usage_source == "bound" and r.completion_tokens == r.cap_sent for r in rows)
 
 
 def test_stream_options_of_the_caller_are_kept_and_usage_is_always_asked_for() -> None:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from stratagem.budgets import Budget, Pricing, TokenLedger, Usage
+from stratagem.budgets import Account, Budget, Pricing, TokenLedger, Usage
 from stratagem.errors import BudgetExceeded, ConfigError, PricingError
 
 
@@ -119,12 +119,21 @@ def test_200_concurrent_asyncio_tasks_never_overspend() -> None:
     assert b.reserved() == 0
 
 
+def test_a_budget_given_a_ledger_still_records_its_transfers_with_a_warning() -> None:
+    ledger = TokenLedger()
+    with pytest.warns(DeprecationWarning, match="Account"):
+        b = Budget(total=100, roles={"planner": 50, "solver": 50}, ledger=ledger, run_id="r1")
+    t = b.transfer("planner", "solver", 10, "why")
+    assert ledger.transfers() == [t] and t.run_id == "r1"
+
+
 def test_transfer_moves_unspent_budget_and_is_recorded() -> None:
     ledger = TokenLedger()
-    b = Budget(total=1000, roles={"planner": 300, "solver": 500}, ledger=ledger, run_id="r1")
+    b = Budget(total=1000, roles={"planner": 300, "solver": 500})
+    account = Account(ledger, b, run_id="r1")
     b.commit(b.reserve("planner", 50, 50), Usage(50, 50))
     held = b.reserve("planner", 50, 50)
-    t = b.transfer("planner", "solver", 100, "judge confidence 0.3 < 0.5", node="judge")
+    t = account.transfer("planner", "solver", 100, "judge confidence 0.3 < 0.5", node="judge")
     assert (b.limit("planner"), b.limit("solver"), b.limit()) == (200, 600, 1000)
     assert ledger.transfers() == [t]
     assert (t.run_id, t.node, t.tokens) == ("r1", "judge", 100)
@@ -133,11 +142,11 @@ def test_transfer_moves_unspent_budget_and_is_recorded() -> None:
     assert info.value.role == "planner"
     b.release(held)
     b.transfer("planner", "solver", 100, "after release")
+    assert len(ledger.transfers()) == 1  # a bare budget's moves are not recorded: the account's are
     with pytest.raises(ConfigError, match="no token cap"):
         b.transfer("planner", "judge", 1, "judge uncapped")
     with pytest.raises(ValueError, match="positive"):
         b.transfer("planner", "solver", 0, "nothing")
-    assert len(ledger.transfers()) == 2
 
 
 def test_dollar_caps_clamp_output_and_need_a_price() -> None:

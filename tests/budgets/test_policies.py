@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratagem.budgets import (
+    Account,
     Budget,
     DifficultyAdaptive,
     JudgeFeedback,
@@ -72,17 +73,20 @@ def test_bad_policy_parameters() -> None:
 def test_judge_feedback_moves_unspent_budget_and_records_why() -> None:
     ledger = TokenLedger()
     budget = Budget(total=3000, roles={"planner": 500, "decomposer": 500, "solver": 1500,
-                                       "judge": 500}, ledger=ledger, run_id="r")
+                                       "judge": 500})
+    account = Account(ledger, budget, run_id="r")
     budget.commit(budget.reserve("planner", 100, 100), Usage(100, 100))
     policy = JudgeFeedback(threshold=0.5)
-    decision = policy.on_verdict(budget, score=0.2, accepted=False, verified=False, node="judge")
+    decision = policy.on_verdict(account, score=0.2, accepted=False, verified=False,
+                                 node="judge")
     assert [(t.from_role, t.tokens) for t in decision.transfers] == [
         ("planner", 300), ("decomposer", 500)]
     assert decision.extra_samples == 2 and not decision.stop
     assert budget.limit("solver") == 2300 and budget.limit("planner") == 200
     assert all("0.20 < 0.5" in t.reason and t.node == "judge" for t in ledger.transfers())
-    again = policy.on_verdict(budget, score=0.2, accepted=False, verified=False, node="judge")
+    again = policy.on_verdict(account, score=0.2, accepted=False, verified=False, node="judge")
     assert again.transfers == ()  # nothing left to move
+    assert all(t.run_id == "r" for t in ledger.transfers())
 
 
 def test_judge_feedback_confident_or_verified() -> None:
@@ -96,9 +100,9 @@ def test_judge_feedback_confident_or_verified() -> None:
 
 def test_restore_replays_spend_and_transfers() -> None:
     ledger = TokenLedger()
-    first = Budget(total=1000, roles={"planner": 300, "solver": 500}, ledger=ledger)
+    first = Budget(total=1000, roles={"planner": 300, "solver": 500})
     first.commit(first.reserve("planner", 10, 10), Usage(10, 10))
-    first.transfer("planner", "solver", 100, "x")
+    Account(ledger, first).transfer("planner", "solver", 100, "x")
     ledger.append(LedgerEntry(role="planner", model="m", prompt_tokens=10, completion_tokens=10))
     again = Budget(total=1000, roles={"planner": 300, "solver": 500})
     again.restore(ledger.entries(), ledger.transfers())

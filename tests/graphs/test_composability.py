@@ -36,7 +36,7 @@ CRITIC_SYSTEM = "You are a critic."
 async def solve(state: RunState, ctx: RunContext) -> dict[str, Any]:
     solution = await ctx.solver.solve(ctx.client, state["task"], node="solve", seed=ctx.seed)
     return {"candidates": [{"answer": solution.answer, "text": solution.text, "branch": "0"}],
-            **accepted(ctx.client.ledger, solution.call_ids)}
+            **accepted(solution)}
 
 
 @stratagem_node
@@ -45,8 +45,7 @@ async def critic(state: RunState, ctx: RunContext) -> dict[str, Any]:
         [{"role": "system", "content": CRITIC_SYSTEM},
          {"role": "user", "content": state["candidates"][-1]["text"]}],
         role="critic", node="critic", max_output=64)
-    return {"notes": [f"critic said: {reply.text}"], **accepted(ctx.client.ledger,
-                                                               [reply.call_id])}
+    return {"notes": [f"critic said: {reply.text}"], **accepted(reply)}
 
 
 def user_graph() -> Any:

@@ -30,7 +30,8 @@ from stratagem.budgets import Usage, count_chat_tokens
 
 __all__ = ["SimEffects", "SimTask", "SimulatedModel", "sim_tasks"]
 
-_CAPS = BackendCapabilities("simulated", "max_tokens", True, True, True, 256)
+_CAPS = BackendCapabilities("simulated", "max_tokens", True, True, True, 256,
+                            bills_lost_replies=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,10 @@ class RequestRecord:
         finished_at: ``time.monotonic()`` when the outcome was final, or ``None`` while pending.
         error: Why the server itself failed the request (a responder exception, a bad request,
             a client that went away), else ``None``.
+        billed: The usage of the reply the server generated, whether or not it reached the
+            client (a real server bills it either way): set for every generated reply,
+            including malformed, cut and usage-less ones; ``None`` when nothing was generated
+            (error statuses, ``timeout`` faults).
     """
 
     index: int
@@ -74,6 +78,7 @@ class RequestRecord:
     started_at: float
     finished_at: float | None = None
     error: str | None = None
+    billed: FakeUsage | None = None
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -289,6 +294,15 @@ class FakeOpenAIServer:
         """How many HTTP requests the server has received (every path, retries included)."""
         with self._lock:
             return len(self._records)
+
+    def billed_usage_totals(self) -> FakeUsage:
+        """Sum the usage of every reply the server generated, delivered or not (what a real
+        server would bill): the figure a ledger must never undercount."""
+        total = FakeUsage()
+        for record in self.log:
+            if record.billed is not None:
+                total = total + record.billed
+        return total
 
     def sent_usage_totals(self) -> FakeUsage:
         """Sum the usage the server actually delivered to clients.

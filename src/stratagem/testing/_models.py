@@ -45,7 +45,8 @@ class ScriptedReply:
 
 
 ScriptItem = str | ScriptedReply | ChatResponse | BaseException
-_CAPS = BackendCapabilities("scripted", "max_tokens", True, True, True, 64)
+_CAPS = BackendCapabilities("scripted", "max_tokens", True, True, True, 64,
+                            bills_lost_replies=False)
 
 
 def _respond(item: str | ScriptedReply | ChatResponse, request: ChatRequest) -> ChatResponse:

@@ -54,6 +54,10 @@ class Exchange:
         self._broken = False
         self._delivered: FakeUsage | None = None
 
+    def bill(self, usage: FakeUsage) -> None:
+        """Note that the reply was generated (billed), whatever happens to it next."""
+        self._commit(billed=usage)
+
     def _commit(self, **changes: Any) -> None:
         self._record = replace(self._record, **changes)
         self._publish(self._record)
@@ -227,6 +231,7 @@ def serve_chat(
         created=int(time.time()),
         model=str(body.get("model") or model),
     )
+    ex.bill(c.usage)
     stream = body.get("stream") is True
     if not stream:
         with_usage = kind != "missing_usage"

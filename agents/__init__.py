@@ -19,6 +19,7 @@ from stratagem.agents._backend import (
 from stratagem.agents._client import Completion, ModelClient, RetryPolicy
 from stratagem.agents._decomposer import Decomposer, Decomposition, LLMDecomposer, Subtask
 from stratagem.agents._defaults import default_backend
+from stratagem.agents._endpoints import BackendName, EndpointConfig, build_backend
 from stratagem.agents._judge import (
     Checker,
     Judge,
@@ -67,6 +68,7 @@ __all__ = [
     "REPAIR_PROMPT",
     "SOLVER_PROMPT",
     "BackendCapabilities",
+    "BackendName",
     "ChatBackend",
     "ChatRequest",
     "ChatResponse",
@@ -74,6 +76,7 @@ __all__ = [
     "Completion",
     "Decomposer",
     "Decomposition",
+    "EndpointConfig",
     "Judge",
     "KnockoutResult",
     "LLMDecomposer",
@@ -97,6 +100,7 @@ __all__ = [
     "Subtask",
     "Verdict",
     "VerifierJudge",
+    "build_backend",
     "capabilities_for",
     "complete_structured",
     "default_backend",

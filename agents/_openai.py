@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -110,6 +111,9 @@ def _never_sent(exc: BaseException) -> bool:
     return False
 
 
+_CAP_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat completions endpoint.
 
@@ -129,6 +133,10 @@ class OpenAIBackend:
             Both honour ``HTTP(S)_PROXY``/``NO_PROXY``, ``timeout_s`` (between reads, and
             for a free connection) and ``connect_timeout_s``; aiohttp has no write
             timeout.
+        cap_field: The request field that caps output (``max_tokens`` or
+            ``max_completion_tokens``); the backend kind's default if omitted. When a reply
+            overshoots the cap it was sent, the client switches this endpoint to the other
+            field (:meth:`use_cap_field`) and warns once.
     """
 
     def __init__(
@@ -142,6 +150,7 @@ class OpenAIBackend:
         connect_timeout_s: float = 5.0,
         extra_body: dict[str, Any] | None = None,
         transport: str = "aiohttp",
+        cap_field: str | None = None,
     ) -> None:
         if transport not in _TRANSPORTS:
             raise ConfigError(f"transport must be one of {', '.join(_TRANSPORTS)}, "
@@ -152,6 +161,8 @@ class OpenAIBackend:
         self._api_key = api_key or "not-needed"
         register_secret(api_key)
         self._caps = capabilities_for(backend or detect_backend(base_url))
+        if cap_field is not None:
+            self.use_cap_field(cap_field)
         self._timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
         self._extra_body = dict(extra_body or {})
         # Connection pools belong to one event loop: one SDK client per loop, closed when
@@ -178,6 +189,16 @@ class OpenAIBackend:
     def capabilities(self) -> BackendCapabilities:
         """What this server honours and reports."""
         return self._caps
+
+    def use_cap_field(self, field: str) -> None:
+        """Send the output cap in ``field`` from now on (the one this server honours).
+
+        Raises:
+            ConfigError: If ``field`` is neither ``max_tokens`` nor ``max_completion_tokens``.
+        """
+        if field not in _CAP_FIELDS:
+            raise ConfigError(f"cap_field must be one of {', '.join(_CAP_FIELDS)}, got {field!r}")
+        self._caps = replace(self._caps, output_cap_param=field)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self._model!r}, endpoint={self.endpoint!r}, " \

@@ -12,7 +12,7 @@ from stratagem.budgets._account import (
     Replayed,
     TransferRecorded,
 )
-from stratagem.budgets._aggregate import UsageTotals, entry_key
+from stratagem.budgets._aggregate import UsageTotals, entry_key, group_entries, sum_entries
 from stratagem.budgets._budget import Budget, Reservation
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
 from stratagem.budgets._ledger import TokenLedger
@@ -72,6 +72,8 @@ __all__ = [
     "entry_key",
     "estimate_usage",
     "get_encoding",
+    "group_entries",
     "new_call_id",
     "seed_tiktoken_cache",
+    "sum_entries",
 ]

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from langgraph.config import get_config
 
+from stratagem._redact import redact
 from stratagem._types import CallStatus
 from stratagem.budgets._aggregate import UsageTotals
 from stratagem.budgets._budget import Budget, Reservation
@@ -571,7 +572,7 @@ class Account:
             return
         self._ledger.record_reply(self.run_id, key, {
             "call_ids": list(call_ids), **_position_fields(),
-            "error": {"type": type(error).__name__, "message": str(error)},
+            "error": {"type": type(error).__name__, "message": redact(str(error))},
         })
 
     @staticmethod
@@ -580,8 +581,10 @@ class Account:
         """What :meth:`close_call` stores for a logical call that got its reply."""
         if key is None:
             return None
-        return key, {"call_ids": list(call_ids), "text": text, "finish_reason": finish_reason,
-                     "model": model, **_position_fields()}
+        # Stored redacted like every other output: a reply that echoed a secret replays
+        # with the secret masked.
+        return key, {"call_ids": list(call_ids), "text": redact(text),
+                     "finish_reason": finish_reason, "model": model, **_position_fields()}
 
     def _replies(self) -> dict[str, dict[str, Any]]:
         if self._run.replies is None:

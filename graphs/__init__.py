@@ -11,7 +11,9 @@ with :class:`RunContext` as its runtime context, and an explicit recursion limit
 * :func:`tree` - beam search or MCTS with the judge as value function;
 * :func:`adaptive` - the planner picks the mode and the budget split.
 
-Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`.
+Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`; or
+describe one run with a :class:`RunSpec` and :func:`run_task` it (what ``stratagem run`` and
+the ablation runner do).
 :data:`TOPOLOGIES` maps each name to its builder; :func:`check_params` refuses a parameter a
 topology does not take, or a value of the wrong type, before anything runs.
 """
@@ -35,6 +37,7 @@ from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
+from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
 from stratagem.graphs._topologies import TOPOLOGIES, check_params, topology_params
 from stratagem.graphs._tree import tree
 
@@ -45,6 +48,7 @@ __all__ = [
     "Candidate",
     "RunContext",
     "RunResult",
+    "RunSpec",
     "RunState",
     "Verifier",
     "accepted",
@@ -53,6 +57,7 @@ __all__ = [
     "apply_split",
     "aresume",
     "arun",
+    "arun_task",
     "best_candidate",
     "best_of_n",
     "check_params",
@@ -65,7 +70,9 @@ __all__ = [
     "resume",
     "run",
     "run_context",
+    "run_task",
     "single",
+    "split_budget",
     "sqlite_checkpointer",
     "stratagem_node",
     "topology_params",

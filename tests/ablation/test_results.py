@@ -14,6 +14,7 @@ import pytest
 from stratagem.ablation import ResultsStore, RunRecord, records_frame
 from stratagem.budgets import LedgerStore
 from stratagem.errors import ConfigError, LedgerFormatError
+from stratagem.records import RECORD_COLUMNS
 
 SECRET = "sk-" + "Xy9" * 12
 
@@ -64,8 +65,8 @@ def test_an_empty_store_has_a_frame_with_every_column(tmp_path: Path) -> None:
         frame = rs.frame()
 
     assert frame.empty
-    assert list(frame.columns) == list(RunRecord.model_fields)
-    assert list(records_frame([]).columns) == list(RunRecord.model_fields)
+    assert list(frame.columns) == list(RECORD_COLUMNS)
+    assert list(records_frame([]).columns) == list(RECORD_COLUMNS)
 
 
 def test_csv_and_parquet_exports_hold_every_row(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_csv_and_parquet_exports_hold_every_row(tmp_path: Path) -> None:
         parquet_path = rs.export_parquet(tmp_path / "results.parquet")
 
     for frame in (pd.read_csv(csv_path), pd.read_parquet(parquet_path)):
-        assert list(frame.columns) == list(RunRecord.model_fields)
+        assert list(frame.columns) == list(RECORD_COLUMNS)
         assert frame["run_id"].tolist() == ["r0", "r1", "r2", "r3"]
         assert frame["correct"].tolist() == [True, False, True, False]
         assert frame["tokens_total"].tolist() == [180] * 4
@@ -174,3 +175,21 @@ def test_a_results_file_of_the_previous_version_is_read_and_labelled_current(
             "SELECT value FROM results_meta WHERE key = 'schema_version'").fetchone()
     conn.close()
     assert version == "2"
+
+
+def test_a_user_role_gets_its_own_column_and_old_records_still_open(tmp_path: Path) -> None:
+    mine = record("r-critic", seed=1).model_copy(update={
+        "role_tokens": {"solver": 100, "critic": 30}})
+    old = record("r-old", seed=2).model_dump(mode="json")
+    old.pop("role_tokens")  # a record written before per-role tokens for any role
+    old["tokens_solver"] = 180
+    with ResultsStore(tmp_path / "results.sqlite") as rs:
+        rs.add(mine)
+        rs.add(RunRecord.model_validate(old))
+        frame = rs.frame()
+        path = rs.export_csv(tmp_path / "results.csv")
+    columns = list(frame.columns)
+    assert columns.index("tokens_critic") == columns.index("tokens_judge") + 1
+    assert frame["tokens_critic"].tolist() == [30, 0]
+    assert RunRecord.model_validate(old).role_tokens == {"solver": 180}
+    assert "tokens_critic" in pd.read_csv(path).columns

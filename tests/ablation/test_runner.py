@@ -32,6 +32,7 @@ from stratagem.ablation import (
 from stratagem.agents import ChatRequest
 from stratagem.budgets import LedgerStore
 from stratagem.errors import ConfigError
+from stratagem.records import RECORD_COLUMNS
 from stratagem.simulate import SimEffects, SimulatedModel, sim_tasks
 from stratagem.tasks import get_suite
 
@@ -273,7 +274,7 @@ def test_csv_and_parquet_hold_the_same_rows_as_the_store(swept: Swept) -> None:
     expected = pd.DataFrame([r.model_dump() for r in swept.records]).set_index("run_id")
 
     for frame in (pd.read_csv(out / "results.csv"), pd.read_parquet(out / "results.parquet")):
-        assert list(frame.columns) == list(RunRecord.model_fields)
+        assert list(frame.columns) == list(RECORD_COLUMNS)
         rows = frame.set_index("run_id").loc[expected.index]
         for column in ("cell", "topology", "policy", "task_id", "budget", "allocated", "seed",
                        "correct", "simulated", "tokens_total", "tokens_solver", "tokens_judge",

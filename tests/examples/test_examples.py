@@ -26,8 +26,8 @@ from stratagem.ablation import (
     plan_runs,
     run_ablation,
 )
-from stratagem.ablation._backends import build_backend
 from stratagem.ablation._report import report_ablation
+from stratagem.agents import build_backend
 from stratagem.budgets import LedgerStore
 from stratagem.errors import ConfigError
 from stratagem.graphs import TOPOLOGIES

@@ -65,7 +65,7 @@ def run_cli(argv: list[str]) -> CliOutcome:
     take minutes). Any exception other than ``SystemExit`` propagates: that is exactly the
     traceback a user would see.
     """
-    from stratagem.ablation import _backends
+    from stratagem.agents import LocalModelServer
     from stratagem.cli import _main, main
 
     out, err = io.StringIO(), io.StringIO()
@@ -73,7 +73,7 @@ def run_cli(argv: list[str]) -> CliOutcome:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_main, "configure_logging",
                    functools.partial(configure_logging, cache_loggers=False))
-        mp.setattr(_backends, "ensure_local_server", _no_embedded_model)
+        mp.setattr(LocalModelServer, "start", _no_embedded_model)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 main(argv)
@@ -84,7 +84,7 @@ def run_cli(argv: list[str]) -> CliOutcome:
     return CliOutcome(code, out.getvalue(), err.getvalue())
 
 
-def _no_embedded_model() -> Any:
+def _no_embedded_model(*args: object) -> Any:
     raise AssertionError("a reliability test tried to start the embedded model (backend "
                          "'local'); give it backend 'simulated' or a fake server")
 

@@ -9,8 +9,9 @@ give up and the runs must absorb that. Afterwards:
   reason (a clear recorded reason, never a silent gap);
 * the ledger equals what the server sent, call by call (rows matched to the server's records
   by ``request_id``): provider rows carry exactly the usage sent, estimate rows exist only
-  where the server sent none, failed attempts the client never saw a response for carry no
-  request id, and the provider tokens sum to the server's own count;
+  for whole replies without usage, replies generated but lost (malformed, cut, timed out)
+  are charged an upper bound flagged ``bound``, the provider tokens sum to the server's own
+  count, and the ledger's total is at least what the server billed;
 * each run's budget spent what its ledger rows say, with nothing left reserved;
 * a ``Retry-After`` was honoured before the retry that followed it.
 
@@ -172,28 +173,35 @@ def _reconcile(rows: Sequence[LedgerEntry], records: Sequence[RequestRecord],
             assert row.cached_tokens == rec.usage.cached_tokens
             assert row.reasoning_tokens == rec.usage.reasoning_tokens
             assert row.status == ("error" if fault == "stream_cut" else "ok"), (row, rec)
-        elif row.usage_source == "estimate":  # flagged, and only where no usage was sent
-            if row.status == "ok":
-                assert fault == "missing_usage", (row, rec)
-            else:
-                assert rec.stream and fault in ("stream_cut", "malformed_json"), (row, rec)
-        else:  # an error answered without usage is charged nothing, and says so
+        elif row.usage_source == "estimate":  # flagged, and only a whole reply without usage
+            assert row.status == "ok" and fault == "missing_usage", (row, rec)
+        elif row.usage_source == "bound":  # generated, then lost: the upper bound, never 0
+            assert row.status == "error", (row, rec)
+            assert fault in ("stream_cut", "malformed_json", "timeout"), (row, rec)
+            assert rec.billed is None or row.completion_tokens >= rec.billed.completion_tokens
+            assert row.completion_tokens >= (row.cap_sent or 0), (row, rec)
+        else:  # an error status, refused before anything was generated: charged nothing
             assert row.status == "error" and row.total_tokens == 0, (row, rec)
             assert row.usage_source == "none", (row, rec)
-            assert fault in ("rate_limit", "server_error", "context_length") or (
-                fault == "malformed_json" and not rec.stream), (row, rec)
-    # Failed attempts whose response never reached the client carry no id and are charged
-    # nothing (a stream cut short keeps its id: its headers arrived).
+            assert fault in ("rate_limit", "server_error", "context_length"), (row, rec)
+            assert rec.billed is None, (row, rec)
+    # Failed attempts whose response never reached the client carry no id: a timeout (the
+    # server took the request, so an upper bound), never a request the server billed and
+    # the ledger forgot.
     no_id = [r for r in rows if r.request_id is None]
     for row in no_id:
-        assert row.status == "error" and row.total_tokens == 0, row
-        assert row.usage_source == "none", row
+        assert row.status == "error" and row.usage_source == "bound", row
     seen = set(ids)
     unmatched = [r for r in records if r.request_id not in seen]
     assert len(unmatched) == len(no_id), "every request has exactly one ledger row"
     for rec in unmatched:
         assert rec.fault is not None and rec.fault.kind in _NO_ID_OK, rec
         assert rec.usage is None
+    # Never undercount: the ledger charges at least what the server billed (generated,
+    # delivered or not), and every row's source is flagged.
+    billed = srv.billed_usage_totals()
+    assert sum(r.total_tokens for r in rows) >= billed.prompt_tokens + billed.completion_tokens
+    assert {r.usage_source for r in rows} <= {"provider", "estimate", "bound", "none"}
     # The server's own count, summed, equals the provider rows of the ledger.
     sent = srv.sent_usage_totals()
     provider = [r for r in rows if r.usage_source == "provider"]

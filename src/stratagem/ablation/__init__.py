@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stratagem.ablation._config import (
+    MAX_BUDGET,
     AblationConfig,
     EndpointConfig,
     GridConfig,
@@ -21,7 +22,7 @@ from stratagem.ablation._executors import (
     RayExecutor,
     executor_for,
 )
-from stratagem.ablation._records import ROLE_COLUMNS, RunRecord
+from stratagem.ablation._report import report_ablation
 from stratagem.ablation._results import ResultsStore, records_frame
 from stratagem.ablation._runner import (
     AblationOutcome,
@@ -32,9 +33,11 @@ from stratagem.ablation._runner import (
     plan_runs,
     run_ablation,
 )
+from stratagem.records import ROLE_COLUMNS, RunRecord
 
 __all__ = [
     "EXECUTORS",
+    "MAX_BUDGET",
     "ROLE_COLUMNS",
     "AblationConfig",
     "AblationOutcome",
@@ -59,5 +62,6 @@ __all__ = [
     "parse_config",
     "plan_runs",
     "records_frame",
+    "report_ablation",
     "run_ablation",
 ]

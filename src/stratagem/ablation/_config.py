@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,8 +16,10 @@ from pydantic import (
     model_validator,
 )
 
+from stratagem.agents import EndpointConfig
 from stratagem.budgets import AllocationPolicy, DifficultyAdaptive, Uniform
 from stratagem.errors import ConfigError
+from stratagem.simulate import SimEffects
 from stratagem.tasks import MAX_FEW_SHOT
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
     "parse_config",
 ]
 
-BackendName = Literal["local", "openai", "vllm", "ollama", "llamacpp", "lmstudio", "generic",
-                      "simulated"]
 PolicyName = Literal["uniform", "difficulty_adaptive"]
 TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
                   "adaptive")
@@ -43,34 +42,6 @@ TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refin
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EndpointConfig(_Strict):
-    """Where a role's calls go. Secrets come from the environment, never from the file."""
-
-    backend: BackendName = "local"
-    """``local`` (the embedded SmolLM2 server), ``simulated``, or an OpenAI-compatible kind."""
-    base_url: str | None = None
-    """The endpoint URL (``STRATAGEM_BASE_URL``/``OPENAI_BASE_URL`` if unset)."""
-    model: str | None = None
-    """The model name (``STRATAGEM_MODEL`` if unset; required for remote endpoints)."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key."""
-    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
-    """Requests in flight to this endpoint (default per backend kind)."""
-    timeout_s: float = Field(default=120.0, gt=0)
-    """Read timeout of one attempt."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
-    def api_key(self) -> str | None:
-        """The key from the environment (never stored)."""
-        return os.environ.get(self.api_key_env) or os.environ.get("STRATAGEM_API_KEY")
 
 
 class TopologyConfig(_Strict):
@@ -242,18 +213,9 @@ class RunSettings(_Strict):
     """Checkpoint every run so a crash or Ctrl-C resumes without repeating finished work."""
 
 
-class SimulationConfig(_Strict):
-    """Effects planted in the simulated backend (see ``stratagem.simulate.SimEffects``)."""
-
-    skill: float = 0.0
-    difficulty_weight: float = 3.0
-    token_weight: float = 0.4
-    plan_bonus: float = 0.3
-    decompose_bonus: float = 0.5
-    feedback_bonus: float = 0.4
-    judge_accuracy: float = Field(default=0.85, ge=0, le=1)
-    answer_tokens: int = Field(default=96, ge=1)
-    judge_tokens: int = Field(default=48, ge=1)
+SimulationConfig = SimEffects
+"""Effects planted in the simulated backend: the ``[simulation]`` table is validated as
+:class:`stratagem.simulate.SimEffects` itself (one definition, defaults included)."""
 
 
 class AblationConfig(_Strict):

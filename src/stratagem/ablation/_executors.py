@@ -36,8 +36,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from langgraph.checkpoint.memory import InMemorySaver
 
-from stratagem.ablation._backends import build_backend
-from stratagem.agents import BackendCapabilities, ChatBackend, ChatRequest, ChatResponse
+from stratagem.agents import (
+    BackendCapabilities,
+    ChatBackend,
+    ChatRequest,
+    ChatResponse,
+    EndpointConfig,
+    build_backend,
+)
 from stratagem.budgets import TokenLedger
 from stratagem.errors import ConfigError, RunError, StratagemError
 from stratagem.graphs import sqlite_checkpointer

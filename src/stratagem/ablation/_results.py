@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,20 +13,14 @@ from typing import Any
 import pandas as pd
 
 from stratagem._redact import redact_value
-from stratagem.ablation._records import RunRecord
 from stratagem.errors import ConfigError, LedgerError, LedgerFormatError
+from stratagem.records import RunRecord, records_frame
 
 __all__ = ["ResultsStore", "records_frame"]
 
 _KIND = "stratagem-results"
 _VERSION = 2
 """2: records carry failed_calls (older readers refuse such files cleanly)."""
-
-
-def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """A DataFrame with one row per run and one column per :class:`RunRecord` field."""
-    rows = [r.model_dump() for r in records]
-    return pd.DataFrame(rows, columns=list(RunRecord.model_fields))
 
 
 class ResultsStore:

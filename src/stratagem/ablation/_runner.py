@@ -25,35 +25,30 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from stratagem.ablation._backends import build_backend
-from stratagem.ablation._config import AblationConfig, EndpointConfig
+from stratagem.ablation._config import AblationConfig
 from stratagem.ablation._executors import Executor, LocalExecutor
-from stratagem.ablation._records import ROLE_COLUMNS, RunRecord
 from stratagem.ablation._results import ResultsStore
-from stratagem.agents import ChatBackend, LLMSolver, ModelClient
+from stratagem.agents import ChatBackend, EndpointConfig, LLMSolver, ModelClient, build_backend
 from stratagem.budgets import (
     AllocationPolicy,
-    Budget,
-    JudgeFeedback,
     LedgerEntry,
     LedgerStore,
     Pricing,
     TokenLedger,
     Transfer,
-    apportion,
+    group_entries,
+    sum_entries,
 )
 from stratagem.errors import ConfigError, RunError
 from stratagem.graphs import (
-    DEFAULT_SPLITS,
     TOPOLOGIES,
-    RunContext,
     RunResult,
-    aresume,
-    arun,
+    RunSpec,
+    arun_task,
     check_params,
 )
 from stratagem.logging import get_logger
-from stratagem.simulate import SimEffects
+from stratagem.records import RunRecord, role_order
 from stratagem.tasks import Suite, Task, get_suite
 
 __all__ = [
@@ -246,7 +241,7 @@ class Sweep:
             ConfigError: If a remote endpoint has no model.
         """
         tasks = [t for _, ts in self.suites for t in ts]
-        effects = SimEffects(**self.config.simulation.model_dump())
+        effects = self.config.simulation
 
         def build(endpoint: EndpointConfig) -> ChatBackend:
             backend = build_backend(endpoint, tasks, effects)
@@ -323,27 +318,21 @@ class Sweep:
             except TypeError as exc:
                 raise ConfigError(f"topology {plan.topology_name}: bad parameter: {exc}") \
                     from exc
-        budget = Budget(total=plan.allocated, roles=_split(config, plan.topology_name,
-                        plan.allocated), pricing=self.pricing)
-        ctx = RunContext(
-            client=client, budget=budget,
-            solver=solver,
-            verifier=suite.verifier(plan.task),
-            policy=JudgeFeedback(threshold=config.run.feedback_threshold)
-            if config.run.reallocation == "judge_feedback" else None,
-            temperature=config.run.temperature, seed=plan.seed,
+        spec = RunSpec(
+            plan.task.question, topology=plan.topology_name, params=plan.topology_params,
+            budget=plan.allocated, split=config.run.split or None,
+            policy=config.run.reallocation, feedback_threshold=config.run.feedback_threshold,
+            seed=plan.seed, temperature=config.run.temperature,
             labels={"topology": plan.topology, "budget": str(plan.budget),
                     "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
                     "task": plan.task.id, "cell": plan.cell},
+            run_id=plan.run_id, task_id=plan.task.id, solver=solver,
+            verifier=suite.verifier(plan.task), pricing=self.pricing,
         )
         t0 = time.perf_counter()
         result, error = None, None
         try:
-            if saver is not None and await _has_checkpoint(graph, saver, plan.run_id):
-                result = await aresume(graph, plan.run_id, context=ctx, checkpoint=saver)
-            else:
-                result = await arun(graph, plan.task.question, context=ctx,
-                                    run_id=plan.run_id, task_id=plan.task.id, checkpoint=saver)
+            result = await arun_task(spec, client, checkpoint=saver, graph=graph)
         except RunError as exc:
             error = str(exc)
             _log.warning("ablation.run_failed", run_id=plan.run_id, error=error)
@@ -351,22 +340,19 @@ class Sweep:
                        backend=client.backend_for("solver"), error=error)
 
 
-def _split(config: AblationConfig, topology: str, allocated: int) -> dict[str, int]:
-    shares = dict(config.run.split or DEFAULT_SPLITS[topology])
-    roles = sorted(shares)
-    return dict(zip(roles, apportion([shares[r] for r in roles], allocated), strict=True))
-
-
 def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: TokenLedger,
             *, wall: float, backend: ChatBackend, error: str | None) -> RunRecord:
-    totals = ledger.totals(run_id=plan.run_id)
-    by_role = ledger.group_by("role", run_id=plan.run_id)
+    """The run's record: its totals are the run result's (one execution's rows: a call
+    in flight when an earlier execution died is in the ledger as ``lost``, not here)."""
+    account_rows = [e for e in ledger.entries(run_id=plan.run_id) if e.status != "lost"]
+    totals = sum_entries(account_rows) if result is None else result.billed
+    by_role = group_entries(account_rows, "role") if result is None else result.by_role
     answer_text = "" if result is None else result.answer_text
     correct = False if result is None else bool(suite.check(plan.task, answer_text))
     plan_state = {} if result is None else (result.state.get("plan") or {})
     accepted = 0 if result is None else sum(result.accepted_tokens.values())
-    roles = [r for r in (*ROLE_COLUMNS, *sorted(set(by_role) - set(ROLE_COLUMNS)))
-             if r in by_role]
+    roles = role_order(str(r) for r in by_role)
+    role_tokens = {r: int(by_role[r].total_tokens) for r in roles}
     return RunRecord(
         run_id=plan.run_id, cell=plan.cell, suite=plan.suite, task_id=plan.task.id,
         difficulty=plan.task.difficulty, topology=plan.topology,
@@ -380,20 +366,16 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         tokens_total=totals.total_tokens, prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens, cached_tokens=totals.cached_tokens,
         reasoning_tokens=totals.reasoning_tokens,
-        tokens_planner=_role_tokens(by_role, "planner"),
-        tokens_decomposer=_role_tokens(by_role, "decomposer"),
-        tokens_solver=_role_tokens(by_role, "solver"),
-        tokens_judge=_role_tokens(by_role, "judge"),
+        tokens_planner=role_tokens.get("planner", 0),
+        tokens_decomposer=role_tokens.get("decomposer", 0),
+        tokens_solver=role_tokens.get("solver", 0), tokens_judge=role_tokens.get("judge", 0),
+        role_tokens=role_tokens,
         accepted_tokens=accepted, waste_tokens=totals.total_tokens - accepted,
         calls=totals.calls, error_calls=totals.error_calls,
         failed_calls=0 if result is None else int(result.state.get("failed_calls", 0)),
         transfers=len(ledger.transfers(plan.run_id)),
         cost_usd=None if totals.cost_unknown else totals.cost_usd, wall_s=wall, error=error,
     )
-
-
-def _role_tokens(by_role: Mapping[Any, Any], role: str) -> int:
-    return int(by_role[role].total_tokens) if role in by_role else 0
 
 
 async def run_ablation(
@@ -557,7 +539,3 @@ def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> N
     results.add(outcome.record)
 
 
-async def _has_checkpoint(graph: Any, saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:
-    snapshot = await graph.copy({"checkpointer": saver}).aget_state(
-        {"configurable": {"thread_id": thread_id}})
-    return bool(snapshot.values)

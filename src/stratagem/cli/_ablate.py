@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stratagem.ablation import executor_for, load_config, run_ablation
-from stratagem.ablation._report import report_ablation
+from stratagem.ablation import executor_for, load_config, report_ablation, run_ablation
 from stratagem.cli._common import console, state
 from stratagem.report import attribution_table, audit_table, topology_table
 

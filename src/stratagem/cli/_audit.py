@@ -12,8 +12,7 @@ import typer
 
 from stratagem.ablation import ResultsStore
 from stratagem.attribution import waste_by_topology
-from stratagem.budgets import LedgerStore, TokenLedger
-from stratagem.budgets._aggregate import entry_key
+from stratagem.budgets import LedgerStore, TokenLedger, entry_key
 from stratagem.cli._common import console, parse_params
 from stratagem.errors import ConfigError
 from stratagem.report import audit_table, transfers_table, waste_table

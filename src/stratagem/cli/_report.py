@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stratagem.ablation._report import report_ablation
+from stratagem.ablation import report_ablation
 from stratagem.cli._common import console, state
 from stratagem.errors import ConfigError
 from stratagem.report import attribution_table, topology_table

@@ -1,28 +1,21 @@
-"""``stratagem run``: one task through one topology."""
+"""``stratagem run``: one task through one topology (the same ``run_task`` the ablation
+runner uses)."""
 
 from __future__ import annotations
 
-import math
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from stratagem._redact import redact
-from stratagem.ablation._backends import build_backend
-from stratagem.ablation._config import MAX_BUDGET, EndpointConfig
-from stratagem.agents import ModelClient
-from stratagem.budgets import (
-    Budget,
-    JudgeFeedback,
-    LedgerStore,
-    Pricing,
-    TokenLedger,
-    apportion,
-)
+from stratagem.ablation import MAX_BUDGET
+from stratagem.agents import EndpointConfig, ModelClient, build_backend
+from stratagem.budgets import LedgerStore, Pricing, TokenLedger
 from stratagem.cli._common import console, parse_params, state
 from stratagem.errors import ConfigError, RunError
-from stratagem.graphs import DEFAULT_SPLITS, TOPOLOGIES, RunContext, check_params, run
+from stratagem.graphs import RunResult, RunSpec, arun_task
 from stratagem.report import audit_table, transfers_table
 from stratagem.tasks import Task
 
@@ -42,6 +35,10 @@ def run_command(
     ] = "local",
     model: Annotated[str | None, typer.Option(help="Model name (remote backends).")] = None,
     base_url: Annotated[str | None, typer.Option(help="Endpoint URL.")] = None,
+    cap_field: Annotated[
+        str | None, typer.Option(help="Output-cap field this server honours: max_tokens or "
+                                      "max_completion_tokens (default per backend).")
+    ] = None,
     reallocation: Annotated[
         str, typer.Option(help="none or judge_feedback.")
     ] = "none",
@@ -51,46 +48,39 @@ def run_command(
     ] = None,
 ) -> None:
     """Run one task through one topology; print the answer, spend per role and transfers."""
-    if topology not in TOPOLOGIES:
-        raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
     if not 1 <= budget <= MAX_BUDGET:
         raise ConfigError(f"--budget must be a number of tokens from 1 to {MAX_BUDGET:,}, "
                           f"got {budget}")
     if reallocation not in ("none", "judge_feedback"):
         raise ConfigError(f"--reallocation must be none or judge_feedback, got {reallocation!r}")
     try:
-        endpoint = EndpointConfig(backend=backend, model=model, base_url=base_url)  # type: ignore[arg-type]
+        endpoint = EndpointConfig(backend=backend, model=model, base_url=base_url,  # type: ignore[arg-type]
+                                  cap_field=cap_field)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ConfigError(f"bad endpoint option: {exc.errors()[0]['msg']}") from exc  # type: ignore[attr-defined]
-    graph = TOPOLOGIES[topology](**check_params(topology, parse_params(param)))
-    shares: dict[str, float] = {}
-    for role, share in parse_params(split, what="--split").items():
-        if isinstance(share, bool) or not isinstance(share, int | float) \
-                or not math.isfinite(share) or share < 0:
-            raise ConfigError(f"--split {role}={share!r}: a share is a non-negative number, "
-                              "e.g. --split solver=0.8")
-        shares[role] = float(share)
-    shares = shares or dict(DEFAULT_SPLITS[topology])
-    roles = sorted(shares)
-    caps = dict(zip(roles, apportion([shares[r] for r in roles], budget), strict=True))
+        error = exc.errors()[0]  # type: ignore[attr-defined]
+        where = ".".join(str(p) for p in error.get("loc", ())) or "endpoint"
+        raise ConfigError(f"bad endpoint option --{where.replace('_', '-')}: "
+                          f"{error['msg']}") from exc
+    shares = {role: share for role, share in parse_params(split, what="--split").items()}
+    spec = RunSpec(task, topology=topology, params=parse_params(param), budget=budget,
+                   split=shares or None, policy=reallocation, seed=seed,
+                   labels={"topology": topology})
+    graph = spec.build_graph()  # every check before a file is touched or a server started
+    spec.make_budget()
     store = LedgerStore(ledger) if ledger else LedgerStore()
     with store:
         book = TokenLedger(store)
         sim_task = Task(id="cli", suite="cli", question=task, answer="")
         client = ModelClient(build_backend(endpoint, [sim_task]), ledger=book,
                              pricing=Pricing.default())
-        ctx = RunContext(client=client, budget=Budget(total=budget, roles=caps), seed=seed,
-                         policy=JudgeFeedback() if reallocation == "judge_feedback" else None,
-                         labels={"topology": topology})
-        result = run(graph, task, context=ctx)
+        result = _run(spec, client, graph)
         console.print(f"answer: {redact(result.answer) or '(none)'}", highlight=False,
                       markup=False)
         console.print(f"stop reason: {redact(result.stop_reason)}", highlight=False,
                       markup=False)
         if not state.quiet:
             simulated = client.backend_for("solver").name == "simulated"
-            console.print(audit_table(book.group_by("role", run_id=result.run_id), by="role",
-                                      simulated=simulated))
+            console.print(audit_table(result.by_role, by="role", simulated=simulated))
             if result.transfers:
                 console.print(transfers_table(result.transfers, simulated=simulated))
             console.print(f"billed {result.billed.total_tokens} tokens, accepted "
@@ -99,3 +89,12 @@ def run_command(
         if not result.answer and result.stop_reason.startswith("model failed"):
             raise RunError(result.stop_reason)
 
+
+def _run(spec: RunSpec, client: ModelClient, graph: object) -> RunResult:
+    async def once() -> RunResult:
+        try:
+            return await arun_task(spec, client, graph=graph)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(once())

@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from stratagem.agents import BackendCapabilities, ChatRequest, ChatResponse, extract_answer
 from stratagem.budgets import Usage, count_chat_tokens
 
@@ -34,9 +36,11 @@ _CAPS = BackendCapabilities("simulated", "max_tokens", True, True, True, 256,
                             bills_lost_replies=False)
 
 
-@dataclass(frozen=True, slots=True)
-class SimEffects:
+class SimEffects(BaseModel):
     """The effects planted in the simulated model (logit scale unless said otherwise).
+
+    The one definition of the simulation settings: an ablation config's ``[simulation]``
+    table is validated as this model, defaults included.
 
     Attributes:
         skill: Success logit of a plain solver call at difficulty 0.5 and a 256-token cap.
@@ -50,15 +54,17 @@ class SimEffects:
         judge_tokens: Typical completion length of a judge call.
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     skill: float = 0.0
     difficulty_weight: float = 3.0
     token_weight: float = 0.4
     plan_bonus: float = 0.3
     decompose_bonus: float = 0.5
     feedback_bonus: float = 0.4
-    judge_accuracy: float = 0.85
-    answer_tokens: int = 96
-    judge_tokens: int = 48
+    judge_accuracy: float = Field(default=0.85, ge=0, le=1)
+    answer_tokens: int = Field(default=96, ge=1)
+    judge_tokens: int = Field(default=48, ge=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from stratagem.errors import ConfigError
 from stratagem.graphs import DEFAULT_SPLITS
+from stratagem.records import BUILTIN_ROLES, RunRecord
 
 __all__ = ["DEFAULT_WASTE_RATES", "LatentEffects", "latent_runs", "planted_shares"]
 
@@ -52,9 +53,8 @@ topology; topologies not listed waste 5%."""
 _SPLIT_CONCENTRATION = 40.0
 """Dirichlet concentration of a run's role split around its topology's (higher: tighter)."""
 _WASTE_CONCENTRATION = 30.0
-_ROLES = ("planner", "decomposer", "solver", "judge")
-"""The roles with a token column; checked against ``ROLE_COLUMNS`` of ``RunRecord`` in tests
-(``stratagem.ablation`` imports this package, so importing it here would be circular)."""
+_ROLES = BUILTIN_ROLES
+"""The roles with a token column."""
 _P_MIN, _P_MAX = 0.01, 0.99
 _FINISHED = datetime(2025, 1, 1, tzinfo=UTC)
 _NUMERIC_ROWS = 200_000
@@ -235,11 +235,8 @@ def latent_runs(
         "error": None,
         "finished_at": _FINISHED,
     }
-    # Imported here: stratagem.ablation imports stratagem.simulate, so a top-level import
-    # would be circular.
-    from stratagem.ablation._records import RunRecord  # noqa: PLC0415
-
-    df = pd.DataFrame({name: columns[name] for name in RunRecord.model_fields},
+    df = pd.DataFrame({name: columns[name] for name in RunRecord.model_fields
+                       if name != "role_tokens"},
                       index=pd.RangeIndex(n))
     if include_latent:
         df["latent_p"] = p

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from stratagem.agents._backend import BackendCapabilities, ChatRequest, ChatResponse, Message
+from stratagem.agents import BackendCapabilities, ChatRequest, ChatResponse, Message
 from stratagem.budgets import Usage, count_chat_tokens, get_encoding
 
 __all__ = ["FunctionModel", "ScriptedModel", "ScriptedReply"]

@@ -1,15 +1,36 @@
-"""The tidy result of one run: one row per (topology, budget, seed, task)."""
+"""Core schemas: the tidy result of one run (one row per topology, budget, seed, task) and the
+built-in role names. The ablation runner, the simulator and the reports all read these.
+
+A token path: a model call -> the run's :class:`~stratagem.budgets.Account` -> a ledger row ->
+the :class:`~stratagem.graphs.RunResult` -> a :class:`RunRecord` -> the results table (one
+``tokens_<role>`` column per role present) -> attribution -> the report.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ROLE_COLUMNS", "RunRecord"]
+__all__ = ["BUILTIN_ROLES", "RECORD_COLUMNS", "ROLE_COLUMNS", "RunRecord", "records_frame",
+           "role_order"]
 
-ROLE_COLUMNS = ("planner", "decomposer", "solver", "judge")
-"""Roles with their own token column (``tokens_<role>``); other roles count in the total."""
+BUILTIN_ROLES = ("planner", "decomposer", "solver", "judge")
+"""The four built-in roles, in their fixed order. Users may add their own (a ``critic``):
+every role a run's calls name gets its tokens in :attr:`RunRecord.role_tokens` and a
+``tokens_<role>`` column in the results table."""
+
+ROLE_COLUMNS = BUILTIN_ROLES
+"""Roles whose ``tokens_<role>`` column is always present (zero when unused)."""
+
+
+def role_order(roles: Iterable[str]) -> list[str]:
+    """Roles in the fixed order: the built-in ones first, then the others by name."""
+    names = set(roles)
+    return [r for r in BUILTIN_ROLES if r in names] + sorted(names - set(BUILTIN_ROLES))
 
 
 class RunRecord(BaseModel):
@@ -79,6 +100,9 @@ class RunRecord(BaseModel):
     """Billed tokens of the solver."""
     tokens_judge: int = 0
     """Billed tokens of the judge."""
+    role_tokens: dict[str, int] = Field(default_factory=dict)
+    """Billed tokens of every role that made a call, built-in or the user's (``critic``);
+    the results table has one ``tokens_<role>`` column per role present."""
     accepted_tokens: int = 0
     """Tokens whose output the run used."""
     waste_tokens: int = 0
@@ -100,3 +124,32 @@ class RunRecord(BaseModel):
     """Why the run itself failed, if it did (then ``correct`` is False)."""
     finished_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     """When the run finished."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _roles_of_older_records(cls, data: Any) -> Any:
+        # Records written before role_tokens existed: the four columns are the whole story.
+        if isinstance(data, dict) and not data.get("role_tokens"):
+            known = {r: int(data.get(f"tokens_{r}") or 0) for r in BUILTIN_ROLES}
+            data = {**data, "role_tokens": {r: n for r, n in known.items() if n}}
+        return data
+
+
+RECORD_COLUMNS: tuple[str, ...] = tuple(f for f in RunRecord.model_fields if f != "role_tokens")
+"""The results table's columns when only built-in roles made calls (a user's role adds a
+``tokens_<role>`` column after ``tokens_judge``)."""
+
+
+def records_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """A DataFrame with one row per run: every :class:`RunRecord` field, with the per-role
+    tokens spread into one ``tokens_<role>`` column per role present (built-in ones always),
+    placed after ``tokens_judge``."""
+    rows = [r.model_dump() for r in records]
+    extra = role_order({role for row in rows for role in row["role_tokens"]}
+                       - set(BUILTIN_ROLES))
+    for row in rows:
+        tokens = row.pop("role_tokens")
+        row.update({f"tokens_{r}": int(tokens.get(r, 0)) for r in extra})
+    at = RECORD_COLUMNS.index("tokens_judge") + 1
+    columns = [*RECORD_COLUMNS[:at], *(f"tokens_{r}" for r in extra), *RECORD_COLUMNS[at:]]
+    return pd.DataFrame(rows, columns=columns)

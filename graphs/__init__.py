@@ -38,7 +38,12 @@ from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
 from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
-from stratagem.graphs._topologies import TOPOLOGIES, check_params, topology_params
+from stratagem.graphs._topologies import (
+    TOPOLOGIES,
+    check_params,
+    resolve_topology,
+    topology_params,
+)
 from stratagem.graphs._tree import tree
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "normalize_answer",
     "plan_solve",
     "refine",
+    "resolve_topology",
     "resume",
     "run",
     "run_context",

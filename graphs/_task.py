@@ -25,7 +25,7 @@ from stratagem.errors import ConfigError
 from stratagem.graphs._checkpoint import sqlite_checkpointer
 from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
 from stratagem.graphs._run import RunResult, aresume, arun
-from stratagem.graphs._topologies import TOPOLOGIES, check_params
+from stratagem.graphs._topologies import check_params, resolve_topology
 
 __all__ = ["RunSpec", "arun_task", "run_task", "split_budget"]
 
@@ -36,10 +36,12 @@ class RunSpec:
 
     Attributes:
         task: The task text.
-        topology: A name in :data:`~stratagem.graphs.TOPOLOGIES`.
+        topology: A name in :data:`~stratagem.graphs.TOPOLOGIES`, or your own builder as
+            ``"module:function"``.
         params: The topology builder's parameters (checked by name and type).
         budget: The run's token budget; ``None`` for no limit.
-        split: Each role's share of the budget (the topology's default split if omitted).
+        split: Each role's share of the budget (the topology's default split if omitted;
+            a topology of your own without a split has the total as its only cap).
         policy: ``"judge_feedback"``, a :class:`~stratagem.budgets.ReallocationPolicy`, or
             ``None`` for no reallocation.
         feedback_threshold: The judge score below which ``"judge_feedback"`` moves budget.
@@ -70,9 +72,7 @@ class RunSpec:
     pricing: Pricing | None = None
 
     def __post_init__(self) -> None:
-        if self.topology not in TOPOLOGIES:
-            raise ConfigError(f"unknown topology {self.topology!r}: use one of "
-                              f"{', '.join(TOPOLOGIES)}")
+        resolve_topology(self.topology)  # a clear error for an unknown one
         if self.budget is not None and (isinstance(self.budget, bool) or self.budget < 1):
             raise ConfigError(f"a run's budget is a positive number of tokens, got "
                               f"{self.budget!r}")
@@ -87,13 +87,14 @@ class RunSpec:
         Raises:
             ConfigError: For a parameter the topology does not take, or a wrong type.
         """
-        return TOPOLOGIES[self.topology](**check_params(self.topology, dict(self.params)))
+        return resolve_topology(self.topology)(**check_params(self.topology, dict(self.params)))
 
     def make_budget(self, pricing: Pricing | None = None) -> Budget | None:
         """A fresh budget with this spec's total and role caps (``None``: no limit)."""
         if self.budget is None:
             return None
-        caps = split_budget(self.budget, self.split or DEFAULT_SPLITS[self.topology])
+        shares = self.split or DEFAULT_SPLITS.get(self.topology) or {}
+        caps = split_budget(self.budget, shares) if shares else {}
         return Budget(total=self.budget, roles=caps, pricing=self.pricing or pricing)
 
     def make_policy(self) -> ReallocationPolicy | None:

@@ -9,6 +9,7 @@ stay with each builder, which checks them when it is called.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import typing
@@ -22,7 +23,7 @@ from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._simple import Compiled, plan_solve, single
 from stratagem.graphs._tree import tree
 
-__all__ = ["TOPOLOGIES", "check_params", "topology_params"]
+__all__ = ["TOPOLOGIES", "check_params", "resolve_topology", "topology_params"]
 
 TOPOLOGIES: dict[str, Callable[..., Compiled]] = {
     "single": single,
@@ -56,15 +57,40 @@ _KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+def resolve_topology(topology: str) -> Callable[..., Compiled]:
+    """The builder of ``topology``: a built-in name, or your own as ``"module:function"``
+    (a function returning a compiled graph over :class:`RunState` with a
+    :class:`RunContext` context schema; its keyword arguments are its parameters).
+
+    Raises:
+        ConfigError: For an unknown name, a module that does not import, or an attribute
+            that is not callable.
+    """
+    builder = TOPOLOGIES.get(topology)
+    if builder is not None:
+        return builder
+    module_name, sep, attr = topology.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}, "
+                          "or your own builder as 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"topology {topology!r}: cannot import {module_name!r} ({exc}); "
+                          "is it on the Python path?") from exc
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise ConfigError(f"topology {topology!r}: {module_name} has no function {attr!r}")
+    return found  # type: ignore[no-any-return]
+
+
 def topology_params(topology: str) -> dict[str, Any]:
     """The parameters a user may give ``topology``: name -> annotated type.
 
     Raises:
         ConfigError: For an unknown topology.
     """
-    builder = TOPOLOGIES.get(topology)
-    if builder is None:
-        raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
+    builder = resolve_topology(topology)
     hints = typing.get_type_hints(builder)
     return {name: hints[name] for name in inspect.signature(builder).parameters
             if name not in _INTERNAL}

@@ -49,9 +49,22 @@ class TopologyConfig(_Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: Literal["single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
-                  "adaptive"]
-    """The builder in ``stratagem.graphs``."""
+    name: str
+    """A builder in ``stratagem.graphs`` (``single``, ``plan_solve``, ``decompose_solve``,
+    ``best_of_n``, ``refine``, ``tree``, ``adaptive``), or your own as ``"module:function"``
+    (importable from where ``stratagem ablate`` runs; give ``[run] split`` the shares of its
+    roles, or it runs with the total as its only cap)."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_topology(cls, value: str) -> str:
+        if value in TOPOLOGY_NAMES:
+            return value
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"unknown topology {value!r}: use one of "
+                             f"{', '.join(TOPOLOGY_NAMES)}, or your own as 'module:function'")
+        return value
     label: str | None = None
     """How it appears in results (default: the name and its parameters)."""
 

@@ -41,11 +41,11 @@ from stratagem.budgets import (
 )
 from stratagem.errors import ConfigError, RunError
 from stratagem.graphs import (
-    TOPOLOGIES,
     RunResult,
     RunSpec,
     arun_task,
     check_params,
+    resolve_topology,
 )
 from stratagem.logging import get_logger
 from stratagem.records import RunRecord, role_order
@@ -207,7 +207,7 @@ class Sweep:
         """
         for i, topo in enumerate(config.grid.topologies):
             try:  # a bad parameter is the user's mistake: refuse it before anything runs
-                TOPOLOGIES[topo.name](**check_params(topo.name, topo.params()))
+                resolve_topology(topo.name)(**check_params(topo.name, topo.params()))
             except ConfigError as exc:
                 raise ConfigError(f"grid.topologies[{i}] ({topo.display()}): bad parameter: "
                                   f"{exc}") from exc
@@ -312,7 +312,7 @@ class Sweep:
         config = self.config
         graph = graphs.get(plan.topology)
         if graph is None:
-            builder = TOPOLOGIES[plan.topology_name]
+            builder = resolve_topology(plan.topology_name)
             try:
                 graph = graphs[plan.topology] = builder(**plan.topology_params)
             except TypeError as exc:

@@ -302,3 +302,15 @@ def test_event_loops_are_not_kept_alive_by_the_client() -> None:
     gc.collect()
     assert [ref() for ref in loops] == [None, None, None]
     assert len(client.ledger) == 24
+
+
+def test_an_allowance_too_small_for_the_prompt_says_so_not_zero_spent() -> None:
+    budget = Budget(total=400)
+    client = ModelClient(FunctionModel(lambda m, r: "ok"), budget=budget)
+    client.complete_sync(MSG, role="solver", max_output=300)  # most of the run's budget goes
+    with pytest.raises(BudgetExceeded) as info:
+        client.complete_sync(MSG, role="solver", allowance=12)
+    message = str(info.value)
+    assert info.value.scope == "allowance" and "allowance of 12 tokens" in message
+    assert "already spent" not in message  # the run's spend is not what refused it
+    assert len(client.ledger) == 1  # nothing was sent

@@ -121,6 +121,8 @@ def _combine(groups: Sequence[UsageTotals]) -> UsageTotals:
         error_calls=sum(t.error_calls for t in groups),
         cancelled_calls=sum(t.cancelled_calls for t in groups),
         latency_s=sum(t.latency_s for t in groups),
+        bound_calls=sum(t.bound_calls for t in groups),
+        lost_calls=sum(t.lost_calls for t in groups),
     )
 
 
@@ -135,8 +137,10 @@ def _audit_row(name: str, t: UsageTotals) -> tuple[str, ...]:
         f"{t.total_tokens:,}",
         fmt_cost(t.cost_usd, lower_bound=t.cost_unknown > 0),
         f"{t.estimated_calls:,}",
+        f"{t.bound_calls:,}",
         f"{t.error_calls:,}",
         f"{t.cancelled_calls:,}",
+        f"{t.lost_calls:,}",
     )
 
 
@@ -144,7 +148,10 @@ def audit_grid(groups: Mapping[Any, UsageTotals], by: str, *, simulated: bool = 
     """The ledger audit: one row per group, then the totals."""
     values = list(groups.values())
     caption = "Billed tokens (every attempt). unknown: no row reported it; "
-    caption += "(k/n unknown): k of n calls did not; ≥$: a lower bound (some prices unknown)."
+    caption += "(k/n unknown): k of n calls did not; ≥$: a lower bound (some prices unknown). "
+    caption += ("estimated: counted with tiktoken (no usage sent); bound: a reply lost after "
+                "the server may have billed it, charged at the cap sent; lost: in flight when "
+                "a process died (billed here, not in any run's totals).")
     if not values:
         caption = "No ledger rows. " + caption
     return _grid(
@@ -159,12 +166,14 @@ def audit_grid(groups: Mapping[Any, UsageTotals], by: str, *, simulated: bool = 
             "total",
             "cost",
             "estimated",
+            "bound",
             "errors",
             "cancelled",
+            "lost",
         ),
         [_audit_row(_key(k), t) for k, t in groups.items()],
         label=_SIM if simulated else None,
-        right=range(1, 11),
+        right=range(1, 13),
         totals=_audit_row("total", _combine(values)),
         caption=caption,
     )

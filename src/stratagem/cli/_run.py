@@ -66,7 +66,10 @@ def run_command(
                    split=shares or None, policy=reallocation, seed=seed,
                    labels={"topology": topology})
     graph = spec.build_graph()  # every check before a file is touched or a server started
-    spec.make_budget()
+    try:
+        spec.make_budget()
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}") from exc  # "--split solver='most': ..."
     store = LedgerStore(ledger) if ledger else LedgerStore()
     with store:
         book = TokenLedger(store)

@@ -492,7 +492,9 @@ def end_on_budget(
 
     When a call inside ``node`` raises :class:`~stratagem.errors.BudgetExceeded`, the node
     returns ``Command(goto=END, update=update(state, exc))`` instead: the run stops with the
-    state it has (the best answer so far, or what ``update`` puts there).
+    state it has (the best answer so far, or what ``update`` puts there). ``END`` ends the
+    node's own routing: a static edge out of the node still runs, so wrap the nodes after it
+    too (each is refused in turn, nothing is sent) or route with conditional edges.
 
     Args:
         node: The node function (sync or async); its first argument is the state.

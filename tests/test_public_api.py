@@ -21,6 +21,9 @@ PACKAGES = [
     "stratagem.report",
     "stratagem.simulate",
     "stratagem.tasks",
+    "stratagem.integrations",
+    "stratagem.integrations.langchain",
+    "stratagem.integrations.otel",
 ]
 
 

@@ -40,12 +40,19 @@ def audit_command(
     where: Annotated[
         list[str] | None, typer.Option("--where", help="Filter FIELD=VALUE (repeatable).")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or otlp.")] = "table",
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="OTLP/HTTP collector for --format otlp, "
+                                 "e.g. http://127.0.0.1:4318.")
+    ] = None,
 ) -> None:
     """Summarise spend: calls, prompt/completion/cached/reasoning tokens, cost, errors,
-    plus waste per topology and the budget transfers."""
-    if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"--format must be table, csv or json, got {fmt!r}")
+    plus waste per topology and the budget transfers; or send it as OpenTelemetry spans."""
+    if fmt not in ("table", "csv", "json", "otlp"):
+        raise ConfigError(f"--format must be table, csv, json or otlp, got {fmt!r}")
+    if fmt == "otlp":
+        _export_otlp(path, endpoint)
+        return
     keys = by or ["role"]
     filters = {k: str(v) for k, v in parse_params(where, what="--where").items()}
     for key in [*keys, *filters]:
@@ -86,3 +93,27 @@ def audit_command(
         console.print(transfers_table(transfers, simulated=simulated))
     else:
         console.print("no budget transfers recorded", style="dim")
+
+
+def _export_otlp(path: Path, endpoint: str | None) -> None:
+    if not endpoint:
+        raise ConfigError("--format otlp needs --endpoint URL (an OTLP/HTTP collector, e.g. "
+                          "http://127.0.0.1:4318)")
+    try:
+        # (the otel extra is optional: imported only for --format otlp)
+        from stratagem.integrations.otel import (  # noqa: PLC0415
+            export_ledger,
+            otlp_exporter,
+        )
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from exc
+    with LedgerStore(_ledger_path(path)) as store:
+        ledger = TokenLedger(store)
+        exporter = otlp_exporter(endpoint)
+        try:
+            sent = export_ledger(ledger, exporter)
+        except RuntimeError as exc:
+            raise ConfigError(f"{exc}: is a collector listening at {endpoint}?") from exc
+        finally:
+            exporter.shutdown()
+    typer.echo(f"exported {sent} chat span(s) to {endpoint}")

@@ -215,7 +215,7 @@ class BudgetedChatModel(BaseChatModel):
                                **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
         """The wrapped model's ``with_structured_output``, through the budget."""
         chain = self.inner.with_structured_output(schema, include_raw=include_raw, **kwargs)
-        return _rebind(chain, self.inner, self)
+        return cast("Runnable[LanguageModelInput, Any]", _rebind(chain, self.inner, self))
 
     # -- internals -------------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ def position(metadata: Mapping[str, Any] | None) -> Position:
     parts = [p for p in ns.split("|") if p]
     task_id = parts[-1].rpartition(":")[2] if parts and ":" in parts[-1] else None
     names = [p.split(":")[0] for p in parts]
-    path = metadata.get("langgraph_path") or ()
+    path: Sequence[Any] = tuple(metadata.get("langgraph_path") or ())
     branch = None
     # A Send task's path is ("__pregel_push", index, ...): the index is its branch.
     if len(path) >= 2 and path[0] == "__pregel_push":

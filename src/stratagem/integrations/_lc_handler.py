@@ -107,10 +107,7 @@ class _Recorder:
             p = self._pending.pop(run_id, None)
         if p is None:
             return None
-        if isinstance(error, asyncio.CancelledError):
-            status = "cancelled"
-        else:
-            status = "error"
+        status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
         usage: Usage
         if getattr(error, "status_code", None) is not None:
             usage = Usage.zero()  # the server refused it: nothing generated, nothing billed
@@ -196,9 +193,11 @@ class StratagemCallbackHandler(BaseCallbackHandler):
         self._rec.start(_text_prompt(prompts), run_id, tags, metadata,
                         kwargs.get("invocation_params"), serialized)
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], *,
+                         chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
+                         tags: list[str] | None = None, **kwargs: Any) -> None:
         """Keep what streamed, for a reply that breaks before its end."""
-        self._rec.token(token, run_id)
+        self._rec.token(token if isinstance(token, str) else "", run_id)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Write the call's row."""
@@ -245,9 +244,12 @@ class AsyncStratagemCallbackHandler(AsyncCallbackHandler):
         self._rec.start(_text_prompt(prompts), run_id, tags, metadata,
                         kwargs.get("invocation_params"), serialized)
 
-    async def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    async def on_llm_new_token(self, token: str | list[str | dict[str, Any]], *,
+                               chunk: Any = None, run_id: UUID,
+                               parent_run_id: UUID | None = None,
+                               tags: list[str] | None = None, **kwargs: Any) -> None:
         """Keep what streamed."""
-        self._rec.token(token, run_id)
+        self._rec.token(token if isinstance(token, str) else "", run_id)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Write the call's row."""

@@ -17,6 +17,7 @@ from langgraph.types import Send
 
 from stratagem.budgets import Account, Budget
 from stratagem.integrations.langchain import StratagemCallbackHandler, budgeted, end_on_budget
+from stratagem.testing import FakeOpenAIServer
 
 
 class State(TypedDict, total=False):
@@ -60,8 +61,6 @@ def main() -> None:
     args = ap.parse_args()
     server = None
     if args.fake:
-        from stratagem.testing import FakeOpenAIServer
-
         server = FakeOpenAIServer(lambda body: "a short answer").start()
         args.base_url = server.base_url
     try:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -329,6 +329,13 @@ class FakeOpenAIServer:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
 
+    _bills_timeouts = False
+    """Whether a ``timeout`` fault generates (bills) the reply before withholding it."""
+
+    def _hold(self, handler: _Handler) -> Callable[[float], object]:
+        """How a ``timeout`` fault waits: here until the hold ends or the server stops."""
+        return self._stopping.wait
+
     def _next_fault(self) -> Fault | None:
         # Called with the lock held, in arrival order, so draws are reproducible.
         if self._queue:
@@ -378,7 +385,8 @@ class FakeOpenAIServer:
                     responder=self.responder,
                     honours=self.honours,
                     model=self.model,
-                    hold=self._stopping.wait,  # a timeout fault ends early when we stop
+                    hold=self._hold(handler),
+                    bill_timeouts=self._bills_timeouts,
                 )
             elif is_chat:
                 ex.note_error(body_error or "invalid request body")

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from ._replies import (
+    Completion,
     FakeUsage,
     Responder,
     complete,
@@ -199,30 +200,21 @@ def _send_fault_error(ex: Exchange, body: Mapping[str, Any], fault: Fault) -> No
         ex.send_error(status, message, "server_error", headers=headers)
 
 
-def serve_chat(
+def _generate(
     ex: Exchange,
     body: dict[str, Any],
-    fault: Fault | None,
     *,
     responder: Responder,
     honours: Sequence[str],
     model: str,
-    hold: Callable[[float], object],
-) -> None:
-    """Answer one ``POST /v1/chat/completions``, applying ``fault`` if there is one."""
-    kind = fault.kind if fault is not None else None
-    if fault is not None and kind == "timeout":
-        hold(fault.hold_seconds)
-        return  # close without a reply; the client has timed out by now
-    if fault is not None and kind in ("rate_limit", "server_error", "context_length"):
-        _send_fault_error(ex, body, fault)
-        return
+) -> Completion | None:
+    """The reply, billed; ``None`` (after a 500) when the responder failed."""
     try:
         reply = responder(body)
     except Exception as exc:  # a broken test responder must show up, not hang the client
         ex.note_error(f"responder raised {exc!r}")
         ex.send_error(500, f"fake responder raised {exc!r}", "server_error")
-        return
+        return None
     c = complete(
         body,
         reply,
@@ -232,6 +224,39 @@ def serve_chat(
         model=str(body.get("model") or model),
     )
     ex.bill(c.usage)
+    return c
+
+
+def serve_chat(
+    ex: Exchange,
+    body: dict[str, Any],
+    fault: Fault | None,
+    *,
+    responder: Responder,
+    honours: Sequence[str],
+    model: str,
+    hold: Callable[[float], object],
+    bill_timeouts: bool = False,
+) -> None:
+    """Answer one ``POST /v1/chat/completions``, applying ``fault`` if there is one.
+
+    With ``bill_timeouts`` a ``timeout`` fault first generates (and bills) the reply, then
+    withholds it, as a real server that answers too late does.
+    """
+    kind = fault.kind if fault is not None else None
+    if fault is not None and kind == "timeout":
+        if bill_timeouts:
+            c = _generate(ex, body, responder=responder, honours=honours, model=model)
+            if c is None:
+                return
+        hold(fault.hold_seconds)
+        return  # close without a reply; the client has timed out by now
+    if fault is not None and kind in ("rate_limit", "server_error", "context_length"):
+        _send_fault_error(ex, body, fault)
+        return
+    c = _generate(ex, body, responder=responder, honours=honours, model=model)
+    if c is None:
+        return
     stream = body.get("stream") is True
     if not stream:
         with_usage = kind != "missing_usage"

@@ -162,7 +162,7 @@ def _report(figures: dict[str, tuple[int, int]], pairs: Sequence[tuple[LedgerEnt
 def test_ledger_is_at_least_what_the_server_billed_and_every_row_is_flagged(
         upstream: LocalModelServer) -> None:
     with UsageProxy(upstream.base_url, model=upstream.model, faults=RANDOM_FAULTS,
-                    seed=19) as proxy:
+                    seed=26) as proxy:  # (a seed whose draws fault the runs' requests too)
         backend = OpenAIBackend(upstream.model, base_url=proxy.base_url, api_key="local",
                                 backend="llama-cpp-python")
         impatient_backend = OpenAIBackend(upstream.model, base_url=proxy.base_url,

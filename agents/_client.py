@@ -16,6 +16,7 @@ Retries live here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -136,6 +137,26 @@ class _LoopState:
 
 
 _LOOPS: PerLoop[_LoopState] = PerLoop(_LoopState)
+
+_MAX_SCALE = 8.0
+"""The largest tokenizer ratio believed (beyond it, a reply's usage is more likely wrong)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Scale:
+    """Billed tokens per tiktoken token on one endpoint, for prompts and for completions."""
+
+    prompt: float = 1.0
+    completion: float = 1.0
+
+
+def _cal_key(backend: ChatBackend) -> tuple[str, str]:
+    return backend.endpoint, backend.model
+
+
+_CALIBRATION: dict[tuple[str, str], _Scale] = {}
+"""Per (endpoint, model): how much more it bills than tiktoken counts; shared by every client
+of the process (it is a property of the server's tokenizer and template)."""
 
 _VERIFIED: set[str] = set()
 """Endpoints that answered with provider usage once (their cap field is known to hold, or was
@@ -333,7 +354,12 @@ class ModelClient:
             role=role,
             node=node,
         )
+        scale = _CALIBRATION.get(_cal_key(backend))
         counted = count_chat_tokens(messages, backend.model)
+        if scale is not None:
+            # tiktoken is not the model's tokenizer, and servers add templates and default
+            # system prompts: scale by what this endpoint has billed so far (never down).
+            counted = math.ceil(counted * scale.prompt)
         estimate = int(counted * (1 + self.input_margin)) + 1
         if allowance is not None:
             room = allowance - estimate
@@ -388,8 +414,10 @@ class ModelClient:
                             error=f"{type(exc).__name__}: {exc}")
                 raise
             usage = response.usage or self._estimate(messages, response.text, backend.model,
-                                                     cap=sent.max_output)
+                                                     cap=sent.max_output, backend=backend)
             self._check_cap(backend, sent, usage)
+            if usage.source == "provider":
+                self._calibrate(backend, messages, response.text, usage)
             outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
                                       text=response.text, finish_reason=response.finish_reason,
                                       model=response.model)
@@ -472,13 +500,33 @@ class ModelClient:
             switch(other)
 
     def _estimate(self, messages: Sequence[Message], text: str, model: str,
-                  cap: int | None = None) -> Usage:
+                  cap: int | None = None, backend: ChatBackend | None = None) -> Usage:
+        prompt = count_chat_tokens(messages, model)
         completion = count_text_tokens(text, model)
+        scale = None if backend is None else _CALIBRATION.get(_cal_key(backend))
+        if scale is not None:
+            prompt = math.ceil(prompt * scale.prompt)
+            completion = math.ceil(completion * scale.completion)
         if cap is not None:
             # The server honoured the cap it was sent; tiktoken (another tokenizer) may count
             # more, which would commit more than was reserved.
             completion = min(completion, cap)
-        return Usage(count_chat_tokens(messages, model), completion, None, None, "estimate")
+        return Usage(prompt, completion, None, None, "estimate")
+
+    def _calibrate(self, backend: ChatBackend, messages: Sequence[Message], text: str,
+                   usage: Usage) -> None:
+        """Learn how much more this endpoint bills than tiktoken counts (the largest ratio
+        seen, at least 1): estimates and bounds of later lost replies use it, so they do not
+        undercount a model whose tokenizer or chat template is larger than tiktoken's."""
+        key = _cal_key(backend)
+        counted_prompt = count_chat_tokens(messages, backend.model)
+        counted_text = count_text_tokens(text, backend.model) if text else 0
+        old = _CALIBRATION.get(key, _Scale())
+        prompt = max(old.prompt, usage.prompt_tokens / counted_prompt if counted_prompt else 1.0)
+        completion = old.completion
+        if counted_text >= 8:  # short replies say little about the ratio
+            completion = max(completion, usage.completion_tokens / counted_text)
+        _CALIBRATION[key] = _Scale(min(prompt, _MAX_SCALE), min(completion, _MAX_SCALE))
 
     def _bound(self, call: OpenCall, received: str = "") -> Usage:
         """What an attempt whose reply was lost may have cost: the prompt as counted, and
@@ -504,7 +552,8 @@ class ModelClient:
             return Usage.zero(), None
         response = outcome.result()
         usage = response.usage or self._estimate(messages, response.text, sent.model,
-                                                 cap=sent.max_output)
+                                                 cap=sent.max_output,
+                                                 backend=self.backend_for(call.role))
         return usage, response.request_id
 
     def _usage_of_failure(self, exc: ModelError, call: OpenCall, messages: Sequence[Message],

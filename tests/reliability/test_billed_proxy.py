@@ -159,10 +159,6 @@ def _report(figures: dict[str, tuple[int, int]], pairs: Sequence[tuple[LedgerEnt
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 19, open: bound and estimate rows count the prompt with tiktoken, below what "
-    "SmolLM2's tokenizer and chat template bill; whether the bounds' completion slack covers "
-    "that depends on the fault mix (measured 1.007 and 0.999 of billed)"))
 def test_ledger_is_at_least_what_the_server_billed_and_every_row_is_flagged(
         upstream: LocalModelServer) -> None:
     with UsageProxy(upstream.base_url, model=upstream.model, faults=RANDOM_FAULTS,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -60,7 +62,8 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "my_graphs:critic_loop"
 
 
-def test_a_user_role_reaches_results_audit_and_report(tmp_path: Path, user_module: str) -> None:
+def test_a_user_role_reaches_results_audit_and_report(tmp_path: Path, user_module: str,
+                                                      cli: Callable[..., Any]) -> None:
     out = tmp_path / "out"
     config = parse_config({
         "name": "user-roles", "output": str(out), "endpoint": {"backend": "simulated"},
@@ -86,13 +89,9 @@ def test_a_user_role_reaches_results_audit_and_report(tmp_path: Path, user_modul
     assert "critic" in html
     assert report is not None
 
-    from typer.testing import CliRunner
-
-    from stratagem.cli import app
-
-    audit = CliRunner().invoke(app, ["audit", str(out)])
-    assert audit.exit_code == 0, audit.output
-    assert "critic" in audit.output
+    audit = cli("audit", out)
+    assert audit.code == 0, audit.err
+    assert "critic" in audit.out
 
 
 def test_an_unknown_user_topology_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -133,6 +133,10 @@ class ResultsStore:
         """Every stored record as a DataFrame."""
         return records_frame(self.records())
 
+    def to_pandas(self) -> pd.DataFrame:
+        """Every stored record as a DataFrame, one row per run (the same as :meth:`frame`)."""
+        return self.frame()
+
     def export_csv(self, path: str | Path) -> Path:
         """Write the results as CSV."""
         out = Path(path)

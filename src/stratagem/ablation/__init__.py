@@ -22,7 +22,8 @@ from stratagem.ablation._executors import (
     RayExecutor,
     executor_for,
 )
-from stratagem.ablation._report import AblationReport, report_ablation
+from stratagem.ablation._report import AblationReport, report_ablation, write_report
+from stratagem.ablation._results import _VERSION as RESULTS_SCHEMA_VERSION
 from stratagem.ablation._results import ResultsStore, records_frame
 from stratagem.ablation._runner import (
     AblationOutcome,
@@ -46,6 +47,7 @@ from stratagem.records import ROLE_COLUMNS, RunRecord
 __all__ = [
     "EXECUTORS",
     "MAX_BUDGET",
+    "RESULTS_SCHEMA_VERSION",
     "ROLE_COLUMNS",
     "Ablation",
     "AblationConfig",
@@ -79,4 +81,5 @@ __all__ = [
     "report_ablation",
     "resolve_config",
     "run_ablation",
+    "write_report",
 ]

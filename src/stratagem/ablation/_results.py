@@ -20,7 +20,8 @@ __all__ = ["ResultsStore", "records_frame"]
 
 _KIND = "stratagem-results"
 _VERSION = 2
-"""2: records carry failed_calls (older readers refuse such files cleanly)."""
+"""Version of the results file this stratagem writes (exported as ``RESULTS_SCHEMA_VERSION``).
+2: records carry failed_calls (older readers refuse such files cleanly)."""
 
 
 class ResultsStore:

@@ -83,6 +83,11 @@ def _tasks(writes: Sequence[tuple[str, str, int, str, str, bytes]]) -> list[dict
         if task["node"] == "__start__":
             task["input"] = task["output"].get("task")
         out.append(task)
+    # A task pulled by an edge reads the graph state, whose text is the run's task.
+    start = next((t["input"] for t in out if t["node"] == "__start__"), None)
+    for task in out:
+        if task["input"] is None:
+            task["input"] = start
     return out
 
 
@@ -103,11 +108,10 @@ def _time(text: str) -> datetime:
 
 
 def _budget(record: Mapping[str, Any], calls: Sequence[Mapping[str, Any]],
-            transfers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+            transfers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Billed tokens over the run's time (each call counted when it ended), and transfers."""
-    if not calls:
-        return {"allocated": record.get("allocated"), "points": [], "transfers": []}
-    start = min(_time(c["started_at"]) for c in calls)
+    times = [_time(c["started_at"]) for c in calls] + [_time(t["at"]) for t in transfers]
+    start = min(times, default=datetime.now())
     ends = sorted((_time(c["started_at"]) + timedelta(seconds=c["latency_s"] or 0.0),
                    c["prompt_tokens"] + c["completion_tokens"], c["role"]) for c in calls)
     spent, points = 0, [{"t": 0.0, "spent": 0}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,16 +60,24 @@ def serving(folder: Path) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     ready: asyncio.Future[str] = loop.create_future()
     task = loop.create_task(serve(folder, port=0, ready=ready))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+
+    def run() -> None:  # all on this thread: the caller's may run a loop (Playwright's)
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield asyncio.run_coroutine_threadsafe(asyncio.wait_for(ready, 60), loop).result(70)
+        yield asyncio.run_coroutine_threadsafe(_wait(ready), loop).result(70)
     finally:
         loop.call_soon_threadsafe(task.cancel)
-        loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
-        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
-        loop.close()
+
+
+async def _wait(ready: asyncio.Future[str]) -> str:
+    return await asyncio.wait_for(asyncio.shield(ready), 60)
 
 
 @pytest.fixture

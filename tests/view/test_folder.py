@@ -29,7 +29,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=60) as r:
         return json.loads(r.read())
 
 
@@ -100,10 +100,10 @@ def test_the_viewer_leaves_the_folder_as_it_was(view_folder: Path,
         assert summary["runs"] == RUNS
         run_id = _get(url + "api/runs?limit=1")["rows"][0]["run_id"]
         assert _get(f"{url}api/run/{run_id}")["run"]["run_id"] == run_id
-        with urllib.request.urlopen(url + "report/", timeout=120) as r:  # noqa: S310
+        with urllib.request.urlopen(url + "report/", timeout=120) as r:
             assert b"Mean billed tokens per run by role" in r.read()
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(url + "api/run/nope", timeout=30)  # noqa: S310
+            urllib.request.urlopen(url + "api/run/nope", timeout=30)
         assert err.value.code == 404
         err.value.close()
     assert _snapshot(view_folder) == before
@@ -139,5 +139,5 @@ def test_bad_folders_are_refused_clearly(tmp_path: Path, view_folder: Path) -> N
     junk.mkdir()
     (junk / "results.sqlite").write_text("not sqlite")
     (junk / "ledger.sqlite").write_text("not sqlite")
-    with pytest.raises(ConfigError, match="cannot be read as SQLite|not a results file"):
+    with pytest.raises(ConfigError, match=r"cannot be read as SQLite|not a results file"):
         OutputFolder(junk)

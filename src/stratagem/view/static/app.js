@@ -18,8 +18,8 @@ function h(tag, attrs, ...children) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined) continue;
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
@@ -115,9 +115,14 @@ function tokens(x) {
 function attemptItem(a) {
   const text = [];
   if (a.prompt !== undefined && a.prompt !== null) {
-    text.push(h("div", {class: "muted"}, "prompt (from the checkpoint)"),
-      h("pre", {class: "prompt"}, typeof a.prompt === "string" ? a.prompt
-        : JSON.stringify(a.prompt, null, 2)));
+    // A Send's input is the task text plus the branch's settings: show the text, then those.
+    const p = a.prompt;
+    const isSend = typeof p === "object" && typeof p.task === "string";
+    const extra = isSend ? Object.entries(p).filter(([k, v]) => k !== "task" && v !== null)
+      .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ") : "";
+    text.push(h("div", {class: "muted"}, "prompt (from the checkpoint)", extra ? ` · ${extra}` : ""),
+      h("pre", {class: "prompt"}, isSend ? p.task
+        : (typeof p === "string" ? p : JSON.stringify(p, null, 2))));
   }
   if (a.reply) text.push(h("div", {class: "muted"}, "reply"), h("pre", {class: "reply"}, a.reply));
   if (a.error) text.push(h("div", {class: "error"}, a.error));
@@ -206,7 +211,7 @@ async function showRun(runId) {
     ? h("ul", {id: "transfers"}, t.budget.transfers.map((m) =>
       h("li", {}, `+${fmt(m.t)} s: ${m.tokens} tokens ${m.from} → ${m.to} (${m.reason})`)))
     : h("p", {class: "muted"}, "No budget transfers.");
-  main.replaceChildren(
+  main.replaceChildren(...[
     h("p", {}, h("a", {href: "#/", onclick: (e) => { e.preventDefault(); history.back(); }},
       "‹ back to the runs")),
     h("h2", {}, `Run ${r.run_id}`, r.simulated ? [" ", h("span", {class: "sim"}, "SIMULATED")] : []),
@@ -215,7 +220,7 @@ async function showRun(runId) {
     t.durable ? null : h("p", {class: "muted"},
       "Not a durable run: no checkpoints, so no prompt or reply text."),
     h("ul", {class: "tree", id: "trace"}, t.nodes.map(nodeItem)),
-    h("h3", {}, "Budget over the run"), budgetChart(t.budget), transfers);
+    h("h3", {}, "Budget over the run"), budgetChart(t.budget), transfers].filter(Boolean));
 }
 
 // -- the report, the live mode, the router ----------------------------------------------------

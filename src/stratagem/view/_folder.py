@@ -5,8 +5,8 @@ folder, not even the schema bookkeeping that :class:`~stratagem.ablation.Results
 :class:`~stratagem.budgets.LedgerStore` do on open. ``results.sqlite`` keeps each record as
 JSON keyed by ``run_id``, which has no index to filter or sort by, and a read-only viewer may
 not add one; so the runs' columns are copied once into an in-memory table with an index per
-filter and sort column (:meth:`RunIndex.sync`, about a second per 100,000 runs), and every
-page is an indexed ``LIMIT``/``OFFSET`` query on it. :meth:`RunIndex.sync` copies only rows
+filter column and on the default order (:meth:`RunIndex.sync`; ``bench/viewer.py`` times it
+on 100,000 runs), and every page is a ``LIMIT``/``OFFSET`` query on it. :meth:`RunIndex.sync` copies only rows
 added since the last call (by ``rowid``), which is how the live mode follows an ablation that
 is still writing to the folder.
 """
@@ -111,8 +111,7 @@ class RunIndex:
         self._db.execute("ATTACH DATABASE ? AS src", (f"{results.resolve().as_uri()}?mode=ro",))
         cols = ", ".join(f"{c} {t}" for c, t in _COLUMNS.items())
         self._db.execute(f"CREATE TABLE runs (rid INTEGER PRIMARY KEY, {cols})")
-        for c in {*FILTERS, *SORTS, "run_id"}:
-            self._db.execute(f"CREATE INDEX runs_{c} ON runs ({c}, rid)")
+        self._indexed = False
         fields = ", ".join(f"json_extract(record, '$.{c}')" for c in _COLUMNS)
         self._copy = (f"INSERT INTO runs (rid, {', '.join(_COLUMNS)}) "
                       f"SELECT rowid, {fields} FROM src.runs WHERE rowid > ? ORDER BY rowid")
@@ -126,6 +125,15 @@ class RunIndex:
             self._db.execute(self._copy, (self._last,))
             self._db.execute("COMMIT")
             new = self._db.total_changes - before
+            if not self._indexed:
+                # After the first bulk copy, which is faster without indexes to keep up.
+                # Filter columns and the default order only: a page in another order
+                # (LIMIT) is a top-N pass over the matching rows, tens of milliseconds for
+                # 100,000 (bench/viewer.py); an index per sort column would double the time
+                # the viewer takes to start.
+                for c in (*FILTERS, "finished_at"):
+                    self._db.execute(f"CREATE INDEX runs_{c} ON runs ({c})")
+                self._indexed = True
             if new:
                 self._last = int(self._db.execute("SELECT MAX(rid) FROM runs").fetchone()[0])
             return new

@@ -6,9 +6,9 @@ folder, not even the schema bookkeeping that :class:`~stratagem.ablation.Results
 JSON keyed by ``run_id``, which has no index to filter or sort by, and a read-only viewer may
 not add one; so the runs' columns are copied once into an in-memory table with an index per
 filter column and on the default order (:meth:`RunIndex.sync`; ``bench/viewer.py`` times it
-on 100,000 runs), and every page is a ``LIMIT``/``OFFSET`` query on it. :meth:`RunIndex.sync` copies only rows
-added since the last call (by ``rowid``), which is how the live mode follows an ablation that
-is still writing to the folder.
+on 100,000 runs), and every page is a ``LIMIT``/``OFFSET`` query on it. It copies only the
+rows added since its last call (by ``rowid``), which is how the live mode follows an ablation
+that is still writing to the folder.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stratagem.budgets import SCHEMA_VERSION
 from stratagem.cli import main
 
 
@@ -27,11 +28,11 @@ def test_a_ledger_from_a_newer_stratagem_exits_2(tmp_path: Path, view_folder: Pa
     newer = tmp_path / "newer"
     shutil.copytree(view_folder, newer)
     with sqlite3.connect(newer / "ledger.sqlite") as conn:
-        conn.execute("UPDATE stratagem_meta SET value = '7' WHERE key = 'schema_version'")
+        conn.execute("UPDATE stratagem_meta SET value = '99' WHERE key = 'schema_version'")
     done = subprocess.run([str(Path(sys.executable).parent / "stratagem"), "view", str(newer),
                            "--port", "0"], capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"error: {newer / 'ledger.sqlite'} has ledger schema version 7, but this stratagem "
-        "reads up to version 1: upgrade stratagem to view it"]
+        f"error: {newer / 'ledger.sqlite'} has ledger schema version 99, but this stratagem "
+        f"reads up to version {SCHEMA_VERSION}: upgrade stratagem to view it"]

@@ -128,6 +128,7 @@ def _attempt(call: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("call_id", "role", "node", "branch", "attempt", "model", "backend", *_TOKEN_FIELDS,
             "cost_usd", "latency_s", "usage_source", "status", "error", "started_at")
     out = {k: redact_value(call[k], k) for k in keep}
+    out["cap_sent"] = call.get("cap_sent")  # ledger schema 2: the output cap of a 'bound' row
     out["total_tokens"] = call["prompt_tokens"] + call["completion_tokens"]
     return out
 

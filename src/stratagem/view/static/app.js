@@ -132,6 +132,7 @@ function attemptItem(a) {
   h("span", {class: "role"}, a.role),
   h("span", {class: "tok"}, `${a.total_tokens} tokens (${tokens(a)})`), " · ",
   h("span", {class: `status-${a.status}`}, a.status), " · usage ", a.usage_source,
+  a.cap_sent !== null && a.cap_sent !== undefined ? ` (cap ${a.cap_sent})` : "",
   " · ", `${fmt(a.latency_s)} s`, " · ", a.cost_usd === null ? "cost unknown" : `$${fmt(a.cost_usd, true)}`,
   a.branch !== null ? ` · branch ${a.branch}` : "", a.attempt > 1 ? ` · attempt ${a.attempt}` : "",
   text);

@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any
 from stratagem.budgets._aggregate import UsageTotals, filter_entries, group_entries, sum_entries
 from stratagem.budgets._entries import LedgerEntry, Transfer
 from stratagem.budgets._export import export_csv, export_jsonl
+from stratagem.budgets._frames import entries_frame
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from stratagem.budgets._store import LedgerStore
 
 __all__ = ["TokenLedger"]
@@ -200,6 +203,11 @@ class TokenLedger:
         """Sums per value of ``keys``: fields such as ``role``, ``node``, ``model``, ``run``, or
         ``label:NAME``. Several keys give tuple keys."""
         return group_entries(self.entries(**filters), *keys)
+
+    def to_pandas(self, **filters: Any) -> pd.DataFrame:
+        """Rows (all, or those matching ``filters``) as a DataFrame, one row per call, labels
+        as ``label:NAME`` columns; :meth:`transfers` are not in it."""
+        return entries_frame(self.entries(**filters))
 
     def export_jsonl(self, path: str | Path) -> int:
         """Write every row and transfer as JSON lines; returns the number of lines."""

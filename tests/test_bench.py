@@ -37,3 +37,11 @@ def test_the_efficiency_benchmark_runs_on_the_simulated_backend(tmp_path: Path) 
     # The worked examples reach the solver: the same runs without them send fewer tokens.
     _efficiency(tmp_path / "plain", "--few-shot", "0")
     assert _prompt_tokens(tmp_path / "shots") > _prompt_tokens(tmp_path / "plain")
+
+
+def test_the_viewer_benchmark_runs_to_its_summary() -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "viewer.py"), "--runs", "300"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("SUMMARY viewer: first page of 300 runs in ")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -147,3 +149,29 @@ def test_plot_labels_are_redacted(frame: pd.DataFrame, secret: str) -> None:
         texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
         assert not any(secret in t for t in texts)
         assert any("[REDACTED]" in t for t in texts)
+
+
+@pytest.mark.parametrize("budgets", [(600, 1200), (600,)])
+@pytest.mark.parametrize("topologies", [
+    ("single", "best_of_4+verifier", "best_of_8+verifier", "best_of_4+vote"),
+    tuple(f"best_of_{n}+verifier_with_a_long_label" for n in (2, 4, 8, 16, 32, 64)),
+])
+def test_spend_per_role_topology_labels_do_not_overlap(
+        make_frame: Callable[..., pd.DataFrame], topologies: tuple[str, ...],
+        budgets: tuple[int, ...]) -> None:
+    fig = _figure_spend_per_role(make_frame(topologies=topologies, budgets=budgets))
+    fig.canvas.draw()
+    axes = fig.axes[0]
+    axis = axes.child_axes[0] if len(budgets) > 1 else axes  # the topology names
+    texts = [t for t in (axis.get_xticklabels() if len(budgets) > 1
+                         else axes.get_xticklabels()) if t.get_text()]
+    assert [t.get_text().replace("\n", "") for t in texts] == list(topologies)
+    boxes = [t.get_window_extent() for t in texts]
+    tilt = texts[0].get_rotation()
+    for left, right in itertools.pairwise(boxes):
+        if tilt == 0:  # side by side (wrapped): their boxes are apart
+            assert not left.overlaps(right), (left, right)
+        else:  # tilted, anchored at their right ends: parallel lines, a line height apart
+            assert all("\n" not in t.get_text().strip("\n") for t in texts)
+            line = texts[0].get_fontsize() * fig.dpi / 72
+            assert (right.x1 - left.x1) * math.sin(math.radians(tilt)) > 1.2 * line

@@ -22,7 +22,8 @@ from stratagem.ablation._executors import (
     RayExecutor,
     executor_for,
 )
-from stratagem.ablation._report import report_ablation
+from stratagem.ablation._report import AblationReport, report_ablation, write_report
+from stratagem.ablation._results import _VERSION as RESULTS_SCHEMA_VERSION
 from stratagem.ablation._results import ResultsStore, records_frame
 from stratagem.ablation._runner import (
     AblationOutcome,
@@ -33,14 +34,25 @@ from stratagem.ablation._runner import (
     plan_runs,
     run_ablation,
 )
+from stratagem.ablation._session import (
+    Ablation,
+    aablate,
+    ablate,
+    load,
+    progress_bar,
+    resolve_config,
+)
 from stratagem.records import ROLE_COLUMNS, RunRecord
 
 __all__ = [
     "EXECUTORS",
     "MAX_BUDGET",
+    "RESULTS_SCHEMA_VERSION",
     "ROLE_COLUMNS",
+    "Ablation",
     "AblationConfig",
     "AblationOutcome",
+    "AblationReport",
     "BackendWrapper",
     "EndpointConfig",
     "EndpointLimiter",
@@ -57,11 +69,17 @@ __all__ = [
     "SuiteConfig",
     "Sweep",
     "TopologyConfig",
+    "aablate",
+    "ablate",
     "executor_for",
+    "load",
     "load_config",
     "parse_config",
     "plan_runs",
+    "progress_bar",
     "records_frame",
     "report_ablation",
+    "resolve_config",
     "run_ablation",
+    "write_report",
 ]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+
 from stratagem.ablation._results import ResultsStore
 from stratagem.attribution import (
     Attribution,
@@ -18,7 +20,7 @@ from stratagem.budgets import LedgerStore, TokenLedger
 from stratagem.errors import ConfigError, StratagemError
 from stratagem.report import build_report
 
-__all__ = ["AblationReport", "report_ablation"]
+__all__ = ["AblationReport", "report_ablation", "write_report"]
 
 
 @dataclass
@@ -59,6 +61,20 @@ def report_ablation(out_dir: str | Path, *, title: str | None = None,
         raise ConfigError(f"{out} has no finished runs yet: run `stratagem ablate` first")
     with LedgerStore(ledger_path) as store:
         ledger = TokenLedger(store)
+    config_file = out / "config.toml"
+    return write_report(
+        df, ledger, out / "report", title=title or f"stratagem ablation: {out.name}",
+        config_text=config_file.read_text(encoding="utf-8") if config_file.is_file() else None,
+        n_boot=n_boot)
+
+
+def write_report(results: pd.DataFrame, ledger: TokenLedger, report_dir: str | Path, *,
+                 title: str, config_text: str | None = None,
+                 n_boot: int = 1000) -> AblationReport:
+    """Analyse an ablation's results and ledger and write its report to ``report_dir``
+    (what :func:`report_ablation` does once it has read the folder; ``stratagem view``
+    writes it outside the folder, which it only reads)."""
+    df = results
     notes: list[str] = []
     attribution: Attribution | None = None
     try:
@@ -71,10 +87,9 @@ def report_ablation(out_dir: str | Path, *, title: str | None = None,
     except (ConfigError, StratagemError, ValueError) as exc:
         returns = []
         notes.append(f"no marginal returns: {exc}")
-    config_file = out / "config.toml"
     audit = ledger.group_by("role")
     paths = build_report(
-        out / "report",
+        Path(report_dir),
         results=df,
         attribution=attribution,
         comparisons=comparisons,
@@ -82,8 +97,8 @@ def report_ablation(out_dir: str | Path, *, title: str | None = None,
         waste=waste_by_topology(df),
         audit=audit,
         transfers=ledger.transfers(),
-        title=title or f"stratagem ablation: {out.name}",
-        config_text=config_file.read_text(encoding="utf-8") if config_file.is_file() else None,
+        title=title,
+        config_text=config_text,
         notes=notes,
     )
     return AblationReport(paths.html, dict(paths.plots), attribution, list(comparisons), notes,

@@ -20,7 +20,8 @@ __all__ = ["ResultsStore", "records_frame"]
 
 _KIND = "stratagem-results"
 _VERSION = 2
-"""2: records carry failed_calls (older readers refuse such files cleanly)."""
+"""Version of the results file this stratagem writes (exported as ``RESULTS_SCHEMA_VERSION``).
+2: records carry failed_calls (older readers refuse such files cleanly)."""
 
 
 class ResultsStore:
@@ -132,6 +133,10 @@ class ResultsStore:
     def frame(self) -> pd.DataFrame:
         """Every stored record as a DataFrame."""
         return records_frame(self.records())
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Every stored record as a DataFrame, one row per run (the same as :meth:`frame`)."""
+        return self.frame()
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the results as CSV."""

@@ -7,9 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stratagem.ablation import executor_for, load_config, report_ablation, run_ablation
+from stratagem.ablation import (
+    executor_for,
+    progress_bar,
+    report_ablation,
+    resolve_config,
+    run_ablation,
+)
 from stratagem.cli._common import console, state
 from stratagem.report import attribution_table, audit_table, topology_table
 
@@ -32,17 +37,9 @@ def ablate_command(
     """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C."""
     runner = executor_for(executor, address=address,
                           log_level="error" if state.quiet else "warning")
-    cfg = load_config(config)
-    if output is not None:
-        cfg = cfg.model_copy(update={"output": output})
-    text = config.read_text(encoding="utf-8")
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, disable=state.quiet) as bar:
-        task = bar.add_task(cfg.name, total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    # The same resolution and bar as stratagem.ablate(), so both follow one set of rules.
+    cfg, text = resolve_config(config, None if output is None else {"output": output})
+    with progress_bar(cfg.name, console=console, disable=state.quiet) as progress:
         outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress,
                                            executor=runner))
     if outcome.interrupted:

@@ -16,6 +16,7 @@ from stratagem.cli._report import report_command
 from stratagem.cli._run import run_command
 from stratagem.cli._serve import serve_command
 from stratagem.cli._tasks import tasks_command
+from stratagem.cli._view import view_command
 from stratagem.errors import ConfigError, RunError
 from stratagem.logging import configure_logging
 
@@ -64,6 +65,7 @@ app.command("audit")(audit_command)
 app.command("report")(report_command)
 app.command("tasks")(tasks_command)
 app.command("serve-local")(serve_command)
+app.command("view")(view_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,9 +10,12 @@ leaves the caller's matplotlib state alone. Labels taken from the data are redac
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
@@ -269,21 +272,23 @@ def _figure_spend_per_role(df: pd.DataFrame) -> Figure:
         )
     one_budget = len({c.budget for c in cells}) == 1
     if one_budget:
-        ax.set_xticks(xs, [redact(c.topology) for c in cells], fontsize=10)
+        names_axis: Axes = ax
+        positions, labels = list(xs), [redact(c.topology) for c in cells]
+        font: dict[str, Any] = {"fontsize": 10}
+        width = 12
     else:  # budgets under the bars, each topology's name centred under its group
         ax.set_xticks(xs, [_short(c.budget) for c in cells], fontsize=9)
         groups: dict[str, list[float]] = {}
         for x, c in zip(xs, cells, strict=True):
             groups.setdefault(c.topology, []).append(x)
-        group_axis = ax.secondary_xaxis("bottom")
-        group_axis.set_xticks(
-            [sum(v) / len(v) for v in groups.values()],
-            [f"\n{redact(name)}" for name in groups],
-            fontsize=11,
-            fontweight="bold",
-        )
-        group_axis.tick_params(length=0, pad=8)
-        group_axis.spines["bottom"].set_visible(False)
+        names_axis = ax.secondary_xaxis("bottom")  # type: ignore[assignment]
+        positions = [sum(v) / len(v) for v in groups.values()]
+        labels = [f"\n{redact(name)}" for name in groups]  # a line below the budgets
+        font = {"fontsize": 11, "fontweight": "bold"}
+        width = max(10, 6 * max(len(v) for v in groups.values()))
+        names_axis.tick_params(length=0, pad=8)
+        names_axis.spines["bottom"].set_visible(False)
+    names_axis.set_xticks(positions, [_wrap(n, width) for n in labels], **font)
     ax.set_ylabel("tokens per run (billed)", fontsize=12)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
     ax.grid(True, axis="y", alpha=0.3)
@@ -295,7 +300,36 @@ def _figure_spend_per_role(df: pd.DataFrame) -> Figure:
     )
     if roles or any(w > 0 for w in waste):
         ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _untangle(fig, names_axis, positions, labels, font)  # last: the legend takes its room
     return fig
+
+
+def _wrap(label: str, width: int) -> str:
+    """``label`` on lines of about ``width`` characters, broken after ``+``, ``_``, ``-``
+    or a space (topology labels such as ``best_of_4+verifier`` have no spaces)."""
+    lines, line = [], ""
+    for part in re.findall(r"[^+_\- ]+[+_\- ]?|[+_\- ]", label):
+        if line and len(line) + len(part.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += part
+    return "\n".join([*lines, line.rstrip()]) if line else "\n".join(lines)
+
+
+_TILT = 30
+"""Degrees by which tick labels too long to sit side by side are tilted."""
+
+
+def _untangle(fig: Figure, axis: Axes, positions: Sequence[float], names: Sequence[str],
+              font: dict[str, Any]) -> None:
+    """If the (wrapped) tick labels of ``axis`` overlap once laid out, put each back on one
+    line and tilt them: parallel lines ``d`` pixels apart are ``d * sin(tilt)`` apart."""
+    for _ in range(2):  # constrained layout settles on the second pass (tall labels)
+        fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in axis.get_xticklabels() if t.get_text()]
+    if any(a.x1 > b.x0 for a, b in itertools.pairwise(boxes)):
+        axis.set_xticks(positions, names, rotation=_TILT, ha="right", rotation_mode="anchor",
+                        **font)
 
 
 def _finite(v: float) -> float:

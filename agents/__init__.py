@@ -6,6 +6,7 @@ OpenAI-compatible server, the embedded model, a test double) sits behind it.
 
 from __future__ import annotations
 
+from stratagem.agents._answers import answer_key, answers_match, normalize_answer, parse_number
 from stratagem.agents._backend import (
     CAPABILITIES,
     BackendCapabilities,
@@ -100,6 +101,8 @@ __all__ = [
     "Subtask",
     "Verdict",
     "VerifierJudge",
+    "answer_key",
+    "answers_match",
     "build_backend",
     "capabilities_for",
     "complete_structured",
@@ -109,7 +112,9 @@ __all__ = [
     "extract_answer",
     "extract_json",
     "knockout",
+    "normalize_answer",
     "parse_error_completions",
+    "parse_number",
     "parse_pairwise",
     "parse_verdict",
     "smollm2_model_path",

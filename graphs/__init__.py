@@ -24,6 +24,7 @@ from stratagem.graphs._adaptive import adaptive, apply_split
 from stratagem.graphs._checkpoint import sqlite_checkpointer
 from stratagem.graphs._common import (
     accepted,
+    answer_key,
     best_candidate,
     finalize_node,
     majority_vote,
@@ -59,6 +60,7 @@ __all__ = [
     "accepted",
     "adaptive",
     "add_counts",
+    "answer_key",
     "apply_split",
     "aresume",
     "arun",

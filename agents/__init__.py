@@ -36,6 +36,7 @@ from stratagem.agents._local import (
     LOCAL_MODEL_ALIAS,
     LocalModelServer,
     ensure_local_server,
+    remove_orphaned_workdirs,
     smollm2_model_path,
 )
 from stratagem.agents._openai import OpenAIBackend, usage_from_openai
@@ -117,6 +118,7 @@ __all__ = [
     "parse_number",
     "parse_pairwise",
     "parse_verdict",
+    "remove_orphaned_workdirs",
     "smollm2_model_path",
     "usage_from_openai",
 ]

@@ -20,9 +20,14 @@ from stratagem.ablation._executors import (
     Executor,
     LocalExecutor,
     RayExecutor,
+    WorkerSecrets,
+    cell_batches,
+    check_ray_address,
     executor_for,
+    run_in_memory,
+    shared_endpoint_limits,
 )
-from stratagem.ablation._report import report_ablation
+from stratagem.ablation._report import AblationReport, report_ablation
 from stratagem.ablation._results import ResultsStore, records_frame
 from stratagem.ablation._runner import (
     AblationOutcome,
@@ -41,6 +46,7 @@ __all__ = [
     "ROLE_COLUMNS",
     "AblationConfig",
     "AblationOutcome",
+    "AblationReport",
     "BackendWrapper",
     "EndpointConfig",
     "EndpointLimiter",
@@ -57,6 +63,9 @@ __all__ = [
     "SuiteConfig",
     "Sweep",
     "TopologyConfig",
+    "WorkerSecrets",
+    "cell_batches",
+    "check_ray_address",
     "executor_for",
     "load_config",
     "parse_config",
@@ -64,4 +73,6 @@ __all__ = [
     "records_frame",
     "report_ablation",
     "run_ablation",
+    "run_in_memory",
+    "shared_endpoint_limits",
 ]

@@ -18,7 +18,13 @@ from stratagem.agents._backend import (
     detect_backend,
 )
 from stratagem.agents._client import Completion, ModelClient, RetryPolicy
-from stratagem.agents._decomposer import Decomposer, Decomposition, LLMDecomposer, Subtask
+from stratagem.agents._decomposer import (
+    Decomposer,
+    Decomposition,
+    LLMDecomposer,
+    Subtask,
+    SubtaskDict,
+)
 from stratagem.agents._defaults import default_backend
 from stratagem.agents._endpoints import BackendName, EndpointConfig, build_backend
 from stratagem.agents._judge import (
@@ -27,6 +33,7 @@ from stratagem.agents._judge import (
     LLMJudge,
     PairwiseVerdict,
     Verdict,
+    VerdictDict,
     VerifierJudge,
     parse_pairwise,
     parse_verdict,
@@ -40,7 +47,7 @@ from stratagem.agents._local import (
     smollm2_model_path,
 )
 from stratagem.agents._openai import OpenAIBackend, usage_from_openai
-from stratagem.agents._planner import DEFAULT_ROLES, LLMPlanner, Mode, Plan, Planner
+from stratagem.agents._planner import DEFAULT_ROLES, LLMPlanner, Mode, Plan, PlanDict, Planner
 from stratagem.agents._prompts import (
     DECOMPOSER_PROMPT,
     JUDGE_PAIRWISE_PROMPT,
@@ -92,6 +99,7 @@ __all__ = [
     "OpenAIBackend",
     "PairwiseVerdict",
     "Plan",
+    "PlanDict",
     "Planner",
     "PromptTemplate",
     "RetryPolicy",
@@ -100,7 +108,9 @@ __all__ = [
     "Solver",
     "Structured",
     "Subtask",
+    "SubtaskDict",
     "Verdict",
+    "VerdictDict",
     "VerifierJudge",
     "answer_key",
     "answers_match",

@@ -37,7 +37,7 @@ from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
-from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
+from stratagem.graphs._state import BranchInput, Candidate, CandidateVerdict, RunState, add_counts
 from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
 from stratagem.graphs._topologies import (
     TOPOLOGIES,
@@ -52,6 +52,7 @@ __all__ = [
     "TOPOLOGIES",
     "BranchInput",
     "Candidate",
+    "CandidateVerdict",
     "RunContext",
     "RunResult",
     "RunSpec",

@@ -14,7 +14,7 @@ from stratagem.agents import Completion, answer_key
 from stratagem.budgets import LedgerEntry, TokenLedger
 from stratagem.errors import BudgetExceeded, ModelError, OutputParseError, RunError
 from stratagem.graphs._context import RunContext
-from stratagem.graphs._state import Candidate, RunState
+from stratagem.graphs._state import Candidate, CandidateVerdict, RunState
 from stratagem.logging import bind_run, get_logger
 
 __all__ = [
@@ -204,8 +204,9 @@ def majority_vote(candidates: Sequence[Candidate]) -> int | None:
     return next(i for i, a in enumerate(answers) if a and counts[a] == top)
 
 
-def scores(verdicts: Sequence[dict[str, Any]]) -> dict[int, float]:
-    """Candidate index -> its latest score, from the verdicts in state."""
+def scores(verdicts: Sequence[CandidateVerdict]) -> dict[int, float]:
+    """Candidate index -> its latest score, from the verdicts in state (a verdict a custom
+    node wrote without an ``index`` is skipped)."""
     out: dict[int, float] = {}
     for v in verdicts:
         if v.get("index") is not None:
@@ -214,7 +215,7 @@ def scores(verdicts: Sequence[dict[str, Any]]) -> dict[int, float]:
 
 
 def best_candidate(
-    candidates: Sequence[Candidate], verdicts: Sequence[dict[str, Any]] = ()
+    candidates: Sequence[Candidate], verdicts: Sequence[CandidateVerdict] = ()
 ) -> int | None:
     """The highest-scored candidate (earliest on ties), else the majority vote."""
     scored = scores(verdicts)

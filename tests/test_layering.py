@@ -29,11 +29,9 @@ SOURCES = {
     "examples": None,
 }
 
-ALLOWED = {
-    # Being removed by the run-account rewrite (issue 14): the client will no longer read
-    # the LangGraph task id from a ContextVar that graphs/ sets. Nothing else may join this.
-    ("graphs/_common.py", "stratagem.agents._client"),
-}
+# (path, private module) pairs let through. Empty since the run-account rewrite (issue 14)
+# removed graphs/_common.py's import of agents._client.current_task_id; keep it empty.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _files() -> Iterator[tuple[Path, str | None]]:
@@ -125,8 +123,8 @@ def test_no_cross_package_private_imports() -> None:
     )
 
 
-def test_the_allowed_exception_is_still_needed() -> None:
-    """An entry of ``ALLOWED`` that no longer matches anything must be deleted with it."""
+def test_the_allowed_exceptions_are_still_needed() -> None:
+    """An entry of ``ALLOWED`` that no longer matches anything must be deleted."""
     seen = set()
     for path, module in _files():
         rel = path.relative_to(ROOT).as_posix()

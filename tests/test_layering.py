@@ -3,7 +3,8 @@
 Each package's ``__init__`` is its whole public surface: ``stratagem.agents._client`` may be
 imported inside ``stratagem.agents`` only; everyone else (other packages, tests, benchmarks,
 examples) uses ``stratagem.agents``. The check reads every ``.py`` file with :mod:`ast`, so it
-sees imports inside functions too, and ``importlib.import_module("stratagem.x._y")`` literals.
+sees imports inside functions too, ``importlib.import_module("stratagem.x._y")`` literals, and
+the imports of scripts kept in string literals (code a test runs in a child process).
 
 A test that injects a fault replaces a module's seam by its dotted name
 (``monkeypatch.setattr("stratagem.cli._main.configure_logging", ...)``): that names where the
@@ -13,6 +14,7 @@ seam is without importing anything from it, and every test still calls public na
 from __future__ import annotations
 
 import ast
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +39,8 @@ ALLOWED: set[tuple[str, str]] = set()
 def _files() -> Iterator[tuple[Path, str | None]]:
     for folder, package in SOURCES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == Path(__file__).resolve():
+                continue  # its own examples of what it catches
             if package is None:
                 yield path, None
                 continue
@@ -88,6 +92,17 @@ def _targets(tree: ast.AST, module: str | None, is_package: bool) -> Iterator[tu
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
                     yield node.lineno, f"{base}.{alias.name}"
         elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and "import stratagem" in node.value.replace("from stratagem", "import stratagem")
+        ):
+            try:  # a child process's script: its imports count as this file's
+                script = ast.parse(textwrap.dedent(node.value))
+            except SyntaxError:
+                continue
+            for _, target in _targets(script, None, False):
+                yield node.lineno, target
+        elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute | ast.Name)
             and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
@@ -134,7 +149,9 @@ def test_the_allowed_exceptions_are_still_needed() -> None:
 
 
 def test_the_check_sees_each_form_of_import() -> None:
+    child = "import json\\nfrom stratagem.tasks._arith import divisors\\n"
     code = (
+        f"SCRIPT = '{child}'\n"
         "import stratagem.agents._client\n"
         "from stratagem.agents._client import ModelClient\n"
         "from stratagem.agents import _client\n"
@@ -149,4 +166,6 @@ def test_the_check_sees_each_form_of_import() -> None:
         "stratagem.agents": None,
         "stratagem.budgets._tokens": "stratagem.budgets",
         "stratagem.graphs._common": "stratagem.graphs",
+        "json": None,
+        "stratagem.tasks._arith": "stratagem.tasks",
     }

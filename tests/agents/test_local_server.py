@@ -289,7 +289,7 @@ def test_startup_failure_reports_the_log_tail(tmp_path: Path) -> None:
 _ORPHAN_SCRIPT = textwrap.dedent(
     """
     import threading, time
-    from stratagem.agents._local import LocalModelServer
+    from stratagem.agents import LocalModelServer
 
     # Started from a worker thread that then exits: the server must outlive the thread
     # (PR_SET_PDEATHSIG is per thread) but not the process.

@@ -6,6 +6,7 @@ OpenAI-compatible server, the embedded model, a test double) sits behind it.
 
 from __future__ import annotations
 
+from stratagem.agents._answers import answer_key, answers_match, normalize_answer, parse_number
 from stratagem.agents._backend import (
     CAPABILITIES,
     BackendCapabilities,
@@ -17,7 +18,13 @@ from stratagem.agents._backend import (
     detect_backend,
 )
 from stratagem.agents._client import Completion, ModelClient, RetryPolicy
-from stratagem.agents._decomposer import Decomposer, Decomposition, LLMDecomposer, Subtask
+from stratagem.agents._decomposer import (
+    Decomposer,
+    Decomposition,
+    LLMDecomposer,
+    Subtask,
+    SubtaskDict,
+)
 from stratagem.agents._defaults import default_backend
 from stratagem.agents._endpoints import BackendName, EndpointConfig, build_backend
 from stratagem.agents._judge import (
@@ -26,6 +33,7 @@ from stratagem.agents._judge import (
     LLMJudge,
     PairwiseVerdict,
     Verdict,
+    VerdictDict,
     VerifierJudge,
     parse_pairwise,
     parse_verdict,
@@ -35,10 +43,11 @@ from stratagem.agents._local import (
     LOCAL_MODEL_ALIAS,
     LocalModelServer,
     ensure_local_server,
+    remove_orphaned_workdirs,
     smollm2_model_path,
 )
 from stratagem.agents._openai import OpenAIBackend, usage_from_openai
-from stratagem.agents._planner import DEFAULT_ROLES, LLMPlanner, Mode, Plan, Planner
+from stratagem.agents._planner import DEFAULT_ROLES, LLMPlanner, Mode, Plan, PlanDict, Planner
 from stratagem.agents._prompts import (
     DECOMPOSER_PROMPT,
     JUDGE_PAIRWISE_PROMPT,
@@ -90,6 +99,7 @@ __all__ = [
     "OpenAIBackend",
     "PairwiseVerdict",
     "Plan",
+    "PlanDict",
     "Planner",
     "PromptTemplate",
     "RetryPolicy",
@@ -98,8 +108,12 @@ __all__ = [
     "Solver",
     "Structured",
     "Subtask",
+    "SubtaskDict",
     "Verdict",
+    "VerdictDict",
     "VerifierJudge",
+    "answer_key",
+    "answers_match",
     "build_backend",
     "capabilities_for",
     "complete_structured",
@@ -109,9 +123,12 @@ __all__ = [
     "extract_answer",
     "extract_json",
     "knockout",
+    "normalize_answer",
     "parse_error_completions",
+    "parse_number",
     "parse_pairwise",
     "parse_verdict",
+    "remove_orphaned_workdirs",
     "smollm2_model_path",
     "usage_from_openai",
 ]

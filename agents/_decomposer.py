@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -11,7 +11,15 @@ from stratagem.agents._client import ModelClient
 from stratagem.agents._prompts import DECOMPOSER_PROMPT, PromptTemplate
 from stratagem.agents._structured import RoleOutput, complete_structured, extract_json
 
-__all__ = ["Decomposer", "Decomposition", "LLMDecomposer", "Subtask"]
+__all__ = ["Decomposer", "Decomposition", "LLMDecomposer", "Subtask", "SubtaskDict"]
+
+
+class SubtaskDict(TypedDict):
+    """A :class:`Subtask` as graph state holds it (:meth:`Subtask.as_dict`)."""
+
+    id: str
+    description: str
+    depends_on: list[str]
 
 
 class Subtask(BaseModel):
@@ -25,6 +33,11 @@ class Subtask(BaseModel):
     """What to do in this step."""
     depends_on: list[str] = Field(default_factory=list)
     """Ids of the subtasks whose results this one needs."""
+
+    def as_dict(self) -> SubtaskDict:
+        """This subtask as graph state holds it (a typed ``model_dump()``)."""
+        return SubtaskDict(id=self.id, description=self.description,
+                           depends_on=list(self.depends_on))
 
     @field_validator("id", mode="before")
     @classmethod
@@ -113,7 +126,20 @@ class Decomposer(Protocol):
     """Breaks a task into ordered subtasks with dependencies."""
 
     async def decompose(
-        self, client: ModelClient, task: str, *, node: str = "decomposer", **kw: Any
+        self,
+        client: ModelClient,
+        task: str,
+        *,
+        node: str = "decomposer",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Decomposition:
         """Decompose ``task``.
 
@@ -121,7 +147,15 @@ class Decomposer(Protocol):
             client: Makes and records any model calls.
             task: The task text.
             node: The graph node, for the ledger.
-            **kw: Passed on to the model call (``branch``, ``task_id``, ``labels``, ...).
+            branch: The graph branch, for the ledger.
+            temperature: Sampling temperature.
+            seed: Sampling seed.
+            stop: Stop sequences.
+            stream: Stream the reply (usage still recorded; see :meth:`ModelClient.complete`).
+            task_id: The LangGraph task id, for the ledger.
+            labels: Labels put on every ledger row of the call.
+            extra: Provider-specific request fields.
+            allowance: A cap on this call's own total tokens (a branch's reserved share).
         """
         ...
 
@@ -168,7 +202,20 @@ class LLMDecomposer:
         return result
 
     async def decompose(
-        self, client: ModelClient, task: str, *, node: str = "decomposer", **kw: Any
+        self,
+        client: ModelClient,
+        task: str,
+        *,
+        node: str = "decomposer",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Decomposition:
         """Decompose ``task``.
 
@@ -182,6 +229,7 @@ class LLMDecomposer:
             format_hint=f'one JSON object like {{"subtasks": [{{"id": "1", "description": '
                         f'"...", "depends_on": []}}]}} with at most {self.max_subtasks} '
                         f"subtasks",
-            **kw,
+            branch=branch, temperature=temperature, seed=seed, stop=stop, stream=stream,
+            task_id=task_id, labels=labels, extra=extra, allowance=allowance,
         )
         return result.value

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from pydantic import ConfigDict, Field
 
@@ -25,6 +25,7 @@ __all__ = [
     "LLMJudge",
     "PairwiseVerdict",
     "Verdict",
+    "VerdictDict",
     "VerifierJudge",
     "parse_pairwise",
     "parse_verdict",
@@ -50,6 +51,14 @@ _REJECT = {"reject", "rejected", "fail", "failed", "no", "incorrect", "invalid",
 _TRIM = " \t\r\n*_#`-:"
 
 
+class VerdictDict(TypedDict):
+    """A :class:`Verdict` as a plain dict (:meth:`Verdict.as_dict`)."""
+
+    score: float
+    verdict: Literal["accept", "reject"]
+    rationale: str
+
+
 class Verdict(RoleOutput):
     """A pointwise judgement of one candidate."""
 
@@ -61,6 +70,10 @@ class Verdict(RoleOutput):
     """Whether to accept the candidate."""
     rationale: str = ""
     """The judge's reasoning, written before it scored."""
+
+    def as_dict(self) -> VerdictDict:
+        """This verdict as a plain dict (a typed ``model_dump()``)."""
+        return VerdictDict(score=self.score, verdict=self.verdict, rationale=self.rationale)
 
 
 class PairwiseVerdict(RoleOutput):
@@ -147,8 +160,21 @@ class Judge(Protocol):
     """Scores a candidate (pointwise) or picks the better of two (pairwise)."""
 
     async def score(
-        self, client: ModelClient, task: str, candidate: str, *, node: str = "judge",
-        branch: str | None = None, **kw: Any,
+        self,
+        client: ModelClient,
+        task: str,
+        candidate: str,
+        *,
+        node: str = "judge",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Verdict:
         """Judge one candidate answer to ``task``.
 
@@ -158,13 +184,34 @@ class Judge(Protocol):
             candidate: The candidate answer (or full solution text).
             node: The graph node, for the ledger.
             branch: The graph branch, for the ledger.
-            **kw: Passed on to the model call (``task_id``, ``labels``, ``seed``, ...).
+            temperature: Sampling temperature.
+            seed: Sampling seed.
+            stop: Stop sequences.
+            stream: Stream the reply (usage still recorded; see :meth:`ModelClient.complete`).
+            task_id: The LangGraph task id, for the ledger.
+            labels: Labels put on every ledger row of the call.
+            extra: Provider-specific request fields.
+            allowance: A cap on this call's own total tokens (a branch's reserved share).
         """
         ...
 
     async def compare(
-        self, client: ModelClient, task: str, a: str, b: str, *, node: str = "judge",
-        branch: str | None = None, **kw: Any,
+        self,
+        client: ModelClient,
+        task: str,
+        a: str,
+        b: str,
+        *,
+        node: str = "judge",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> PairwiseVerdict:
         """Pick the better of candidates ``a`` and ``b`` (same arguments as :meth:`score`)."""
         ...
@@ -204,31 +251,60 @@ class LLMJudge:
         return parse_verdict(text, threshold=self.threshold)
 
     async def score(
-        self, client: ModelClient, task: str, candidate: str, *, node: str = "judge",
-        branch: str | None = None, **kw: Any,
+        self,
+        client: ModelClient,
+        task: str,
+        candidate: str,
+        *,
+        node: str = "judge",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Verdict:
         """Judge one candidate (see :meth:`Judge.score`)."""
         messages = self.pointwise_template.render(task=task, candidate=candidate)
         result = await complete_structured(
-            client, messages, Verdict, role=self.role, node=node, branch=branch,
+            client, messages, Verdict, role=self.role, node=node,
             max_output=self.max_output, parse=self._parse_verdict,
             format_hint="a short reason, then the two lines 'SCORE: <number from 0 to 1>' "
                         "and 'VERDICT: accept' or 'VERDICT: reject'",
-            **kw,
+            branch=branch, temperature=temperature, seed=seed, stop=stop, stream=stream,
+            task_id=task_id, labels=labels, extra=extra, allowance=allowance,
         )
         return result.value
 
     async def compare(
-        self, client: ModelClient, task: str, a: str, b: str, *, node: str = "judge",
-        branch: str | None = None, **kw: Any,
+        self,
+        client: ModelClient,
+        task: str,
+        a: str,
+        b: str,
+        *,
+        node: str = "judge",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> PairwiseVerdict:
         """Pick the better of two candidates (see :meth:`Judge.compare`)."""
         messages = self.pairwise_template.render(task=task, a=a, b=b)
         result = await complete_structured(
-            client, messages, PairwiseVerdict, role=self.role, node=node, branch=branch,
+            client, messages, PairwiseVerdict, role=self.role, node=node,
             max_output=self.max_output, parse=parse_pairwise,
             format_hint="a short reason, then the line 'WINNER: A' or 'WINNER: B'",
-            **kw,
+            branch=branch, temperature=temperature, seed=seed, stop=stop, stream=stream,
+            task_id=task_id, labels=labels, extra=extra, allowance=allowance,
         )
         return result.value
 
@@ -254,8 +330,21 @@ class VerifierJudge:
         return min(1.0, max(0.0, float(result)))
 
     async def score(
-        self, client: ModelClient, task: str, candidate: str, *, node: str = "judge",
-        branch: str | None = None, **kw: Any,
+        self,
+        client: ModelClient,
+        task: str,
+        candidate: str,
+        *,
+        node: str = "judge",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Verdict:
         """Score with the checker; ``client`` is not used."""
         value = await self.check(candidate)
@@ -263,8 +352,22 @@ class VerifierJudge:
         return Verdict(score=value, verdict=verdict, rationale=f"verifier score {value:g}")
 
     async def compare(
-        self, client: ModelClient, task: str, a: str, b: str, *, node: str = "judge",
-        branch: str | None = None, **kw: Any,
+        self,
+        client: ModelClient,
+        task: str,
+        a: str,
+        b: str,
+        *,
+        node: str = "judge",
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> PairwiseVerdict:
         """Prefer the candidate the checker scores higher (``A`` on a tie); no model calls."""
         score_a, score_b = await self.check(a), await self.check(b)

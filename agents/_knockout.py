@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,14 @@ async def knockout(
     *,
     node: str = "judge",
     branch: str | None = None,
-    **kw: Any,
+    temperature: float | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+    stream: bool = False,
+    task_id: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    allowance: int | None = None,
 ) -> KnockoutResult:
     """Pick the best of ``candidates`` by single elimination: N - 1 pairwise matches.
 
@@ -76,7 +83,8 @@ async def knockout(
         candidates: The candidate answers.
         node: The graph node, for the ledger.
         branch: Prefix of the match branches, for the ledger.
-        **kw: Passed on to :meth:`Judge.compare` (``task_id``, ``labels``, ...).
+        temperature, seed, stop, stream, task_id, labels, extra, allowance: Passed on to
+            every :meth:`Judge.compare` (see :meth:`Judge.score`).
 
     Raises:
         ValueError: If there are no candidates.
@@ -94,7 +102,9 @@ async def knockout(
         prefix = f"{branch}/" if branch else ""
         results = await asyncio.gather(*(
             judge.compare(client, task, candidates[i], candidates[j], node=node,
-                          branch=f"{prefix}ko-r{round_no}-m{m}", **kw)
+                          branch=f"{prefix}ko-r{round_no}-m{m}", temperature=temperature,
+                          seed=seed, stop=stop, stream=stream, task_id=task_id,
+                          labels=labels, extra=extra, allowance=allowance)
             for m, (i, j) in enumerate(pairs, start=1)
         ), return_exceptions=True)
         alive = []

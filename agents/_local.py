@@ -55,6 +55,7 @@ __all__ = [
     "LOCAL_STREAM_REPORTS_USAGE",
     "LocalModelServer",
     "ensure_local_server",
+    "remove_orphaned_workdirs",
     "smollm2_model_path",
 ]
 
@@ -220,7 +221,7 @@ class LocalModelServer:
             _require_server_packages()
             began = time.monotonic()
             self._owner_pid = os.getpid()
-            _remove_orphaned_workdirs()
+            remove_orphaned_workdirs()
             self._workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
             (self._workdir / _OWNER_FILE).write_text(_owner_line(self._owner_pid),
                                                      encoding="utf-8")
@@ -478,7 +479,7 @@ def _owner_line(pid: int) -> str:
     return f"{socket.gethostname()} {pid}"
 
 
-def _remove_orphaned_workdirs() -> None:
+def remove_orphaned_workdirs() -> None:
     """Delete the working folders (server logs) of servers whose owning process is gone.
 
     :meth:`LocalModelServer.stop` deletes its folder; a process killed outright (SIGKILL, the

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -11,7 +11,7 @@ from stratagem.agents._client import ModelClient
 from stratagem.agents._prompts import PLANNER_PROMPT, PromptTemplate
 from stratagem.agents._structured import RoleOutput, complete_structured
 
-__all__ = ["DEFAULT_ROLES", "LLMPlanner", "Mode", "Plan", "Planner"]
+__all__ = ["DEFAULT_ROLES", "LLMPlanner", "Mode", "Plan", "PlanDict", "Planner"]
 
 Mode = Literal["direct", "decompose", "parallel", "sequential"]
 """How a task is attacked: one solve, subtasks, best-of-N sampling, or refinement rounds."""
@@ -26,6 +26,18 @@ _MODE_SYNONYMS = {
     "parallel sampling": "parallel", "sampling": "parallel", "best-of-n": "parallel",
     "sequential refinement": "sequential", "refine": "sequential", "refinement": "sequential",
 }
+
+
+class PlanDict(TypedDict, total=False):
+    """A :class:`Plan` as graph state holds it (:meth:`Plan.as_dict`). Keys may be missing:
+    a graph that skipped its planner records only ``mode`` (and ``rationale``)."""
+
+    mode: Mode
+    samples: int
+    rounds: int
+    difficulty: float
+    budget_split: dict[str, float]
+    rationale: str
 
 
 class Plan(RoleOutput):
@@ -58,6 +70,12 @@ class Plan(RoleOutput):
     @classmethod
     def _normalise(cls, split: dict[str, float]) -> dict[str, float]:
         return _normalise_split(split)
+
+    def as_dict(self) -> PlanDict:
+        """This plan as graph state holds it (a typed ``model_dump()``)."""
+        return PlanDict(mode=self.mode, samples=self.samples, rounds=self.rounds,
+                        difficulty=self.difficulty, budget_split=dict(self.budget_split),
+                        rationale=self.rationale)
 
     def restricted_to(self, roles: Sequence[str]) -> Plan:
         """This plan with a budget split over ``roles`` only, renormalised.
@@ -92,7 +110,15 @@ class Planner(Protocol):
         roles_available: Sequence[str] = DEFAULT_ROLES,
         budget_tokens: int | None = None,
         node: str = "planner",
-        **kw: Any,
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Plan:
         """Plan ``task``.
 
@@ -102,7 +128,15 @@ class Planner(Protocol):
             roles_available: The roles the topology can run; the split covers only these.
             budget_tokens: The run's token budget, if any.
             node: The graph node, for the ledger.
-            **kw: Passed on to the model call (``branch``, ``task_id``, ``labels``, ...).
+            branch: The graph branch, for the ledger.
+            temperature: Sampling temperature.
+            seed: Sampling seed.
+            stop: Stop sequences.
+            stream: Stream the reply (usage still recorded; see :meth:`ModelClient.complete`).
+            task_id: The LangGraph task id, for the ledger.
+            labels: Labels put on every ledger row of the call.
+            extra: Provider-specific request fields.
+            allowance: A cap on this call's own total tokens (a branch's reserved share).
         """
         ...
 
@@ -139,7 +173,15 @@ class LLMPlanner:
         roles_available: Sequence[str] = DEFAULT_ROLES,
         budget_tokens: int | None = None,
         node: str = "planner",
-        **kw: Any,
+        branch: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Plan:
         """Plan ``task``; the budget split is restricted to ``roles_available``.
 
@@ -155,6 +197,7 @@ class LLMPlanner:
             client, messages, Plan, role=self.role, node=node, max_output=self.max_output,
             format_hint='one JSON object like {"mode": "direct", "samples": 1, "rounds": 1, '
                         '"difficulty": 0.5, "budget_split": {"solver": 1.0}, "rationale": "why"}',
-            **kw,
+            branch=branch, temperature=temperature, seed=seed, stop=stop, stream=stream,
+            task_id=task_id, labels=labels, extra=extra, allowance=allowance,
         )
         return result.value.restricted_to(roles_available)

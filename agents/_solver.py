@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ConfigDict
@@ -74,7 +74,12 @@ class Solver(Protocol):
         branch: str | None = None,
         temperature: float | None = None,
         seed: int | None = None,
-        **kw: Any,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Solution:
         """Solve ``task``.
 
@@ -88,7 +93,12 @@ class Solver(Protocol):
             branch: The graph branch, for the ledger.
             temperature: Sampling temperature (vary it, or the seed, for parallel samples).
             seed: Sampling seed.
-            **kw: Passed on to the model call (``task_id``, ``labels``, ...).
+            stop: Stop sequences.
+            stream: Stream the reply (usage still recorded; see :meth:`ModelClient.complete`).
+            task_id: The LangGraph task id, for the ledger.
+            labels: Labels put on every ledger row of the call.
+            extra: Provider-specific request fields.
+            allowance: A cap on this call's own total tokens (a branch's reserved share).
         """
         ...
 
@@ -144,7 +154,12 @@ class LLMSolver:
         branch: str | None = None,
         temperature: float | None = None,
         seed: int | None = None,
-        **kw: Any,
+        stop: Sequence[str] | None = None,
+        stream: bool = False,
+        task_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        allowance: int | None = None,
     ) -> Solution:
         """Solve ``task`` (see :meth:`Solver.solve`)."""
         steps = "\n".join(
@@ -165,7 +180,8 @@ class LLMSolver:
             messages[at:at] = [dict(turn) for turn in self._shots]
         completion = await client.complete(
             messages, role=self.role, node=node, branch=branch, max_output=self.max_output,
-            temperature=temperature, seed=seed, **kw,
+            temperature=temperature, seed=seed, stop=stop, stream=stream, task_id=task_id,
+            labels=labels, extra=extra, allowance=allowance,
         )
         solution = Solution(answer=extract_answer(completion.text), text=completion.text)
         return solution.from_completions(completion)

@@ -18,15 +18,25 @@ Target: >= 20,000 durable appends/s.
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from stratagem.budgets import LedgerEntry, LedgerStore, TokenLedger
-from stratagem.budgets._store import _CALL_COLUMNS, _call_params
 
 ROLES = ("planner", "decomposer", "solver", "judge")
+# The row as the store writes it: every field in order, the time as ISO text, labels as JSON.
+COLUMNS = tuple(LedgerEntry.model_fields)
+
+
+def _params(e: LedgerEntry) -> tuple[Any, ...]:
+    values = e.model_dump()
+    values["started_at"] = e.started_at.isoformat()
+    values["labels"] = json.dumps(e.labels, sort_keys=True)
+    return tuple(values[c] for c in COLUMNS)
 
 
 def _rows(n: int) -> list[LedgerEntry]:
@@ -77,12 +87,12 @@ def bench_write_through(rows: list[LedgerEntry], path: Path) -> float:
 
 def bench_raw_sqlite(rows: list[LedgerEntry], path: Path) -> float:
     """Baseline: the same rows as tuples, INSERT + autocommit, WAL, synchronous=NORMAL."""
-    params = [_call_params(r) for r in rows]
+    params = [_params(r) for r in rows]
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"CREATE TABLE t ({', '.join(_CALL_COLUMNS)}, PRIMARY KEY (call_id))")
-    sql = f"INSERT OR IGNORE INTO t VALUES ({', '.join('?' * len(_CALL_COLUMNS))})"
+    conn.execute(f"CREATE TABLE t ({', '.join(COLUMNS)}, PRIMARY KEY (call_id))")
+    sql = f"INSERT OR IGNORE INTO t VALUES ({', '.join('?' * len(COLUMNS))})"
     t0 = time.perf_counter()
     for p in params:
         conn.execute(sql, p)

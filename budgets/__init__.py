@@ -28,6 +28,9 @@ from stratagem.budgets._policies import (
 from stratagem.budgets._pricing import BUILTIN_PRICES, PRICES_AS_OF, ModelPrice, Pricing
 from stratagem.budgets._store import SCHEMA_VERSION, LedgerStore
 from stratagem.budgets._tokens import (
+    TIKTOKEN_FILES,
+    TIKTOKEN_FILES_VERSION,
+    TiktokenFile,
     count_chat_tokens,
     count_text_tokens,
     encoding_name_for_model,
@@ -41,6 +44,8 @@ __all__ = [
     "BUILTIN_PRICES",
     "PRICES_AS_OF",
     "SCHEMA_VERSION",
+    "TIKTOKEN_FILES",
+    "TIKTOKEN_FILES_VERSION",
     "Account",
     "AccountEvent",
     "AllocationPolicy",
@@ -59,6 +64,7 @@ __all__ = [
     "ReallocationPolicy",
     "Replayed",
     "Reservation",
+    "TiktokenFile",
     "TokenLedger",
     "Transfer",
     "TransferRecorded",

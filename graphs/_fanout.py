@@ -26,7 +26,7 @@ from stratagem.graphs._common import (
     stratagem_node,
 )
 from stratagem.graphs._context import RunContext
-from stratagem.graphs._state import BranchInput, Candidate, RunState
+from stratagem.graphs._state import BranchInput, Candidate, CandidateVerdict, RunState
 
 __all__ = ["Selection", "fan_out", "sample", "score_new", "select"]
 
@@ -136,8 +136,8 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
              else f"judge call on candidate {i} failed: {v}"
              for i, v in outcomes if isinstance(v, ModelError)]
     verdicts = [
-        {"index": i, "score": v.score, "verdict": v.verdict, "rationale": v.rationale[:2000],
-         "by": judge_with, "round": state.get("round", 0)}
+        CandidateVerdict(index=i, score=v.score, verdict=v.verdict, rationale=v.rationale[:2000],
+                         by=judge_with, round=state.get("round", 0))
         for i, v in results
     ]
     update = {"verdicts": verdicts, "notes": notes, **accepted(*(v for _, v in results))}

@@ -8,6 +8,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from stratagem.agents import PlanDict
 from stratagem.errors import BudgetExceeded, OutputParseError
 from stratagem.graphs._common import (
     accepted,
@@ -52,9 +53,10 @@ async def plan(state: RunState, ctx: RunContext) -> dict[str, Any]:
         )
     except (OutputParseError, BudgetExceeded) as exc:
         why = "out of budget" if isinstance(exc, BudgetExceeded) else "output unusable"
-        return {"plan": {"mode": "direct", "rationale": ""},
+        skipped: PlanDict = {"mode": "direct", "rationale": ""}
+        return {"plan": skipped,
                 **skip_role(ctx, "planner", f"{why}: {exc}", node="plan")}
-    return {"plan": decided.model_dump(), **accepted(decided)}
+    return {"plan": decided.as_dict(), **accepted(decided)}
 
 
 Builder = StateGraph[RunState, RunContext, RunState, RunState]

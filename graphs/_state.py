@@ -10,11 +10,14 @@ durable ledger holds every billed one.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, TypedDict
+
+from stratagem.agents import PlanDict, SubtaskDict, VerdictDict
 
 __all__ = [
     "BranchInput",
     "Candidate",
+    "CandidateVerdict",
     "RunState",
     "add_counts",
     "first_reason",
@@ -56,6 +59,17 @@ class Candidate(TypedDict, total=False):
     """Index of the candidate it refines (tree search), if any."""
 
 
+class CandidateVerdict(VerdictDict):
+    """A judge's verdict on one candidate, as the run's state keeps it."""
+
+    index: int
+    """Index of the candidate judged, in ``RunState.candidates``."""
+    by: str
+    """Who judged: ``llm`` or ``verifier``."""
+    round: int
+    """The round (refinement round or tree depth) it was judged in."""
+
+
 class RunState(TypedDict, total=False):
     """The state every stratagem topology shares."""
 
@@ -65,15 +79,15 @@ class RunState(TypedDict, total=False):
     """A stable id of the task (for labels and thread ids)."""
     run_id: str
     """The run's id: every ledger row of the run carries it."""
-    plan: dict[str, Any] | None
-    """The planner's decision (``Plan.model_dump()``), if a planner ran."""
-    subtasks: list[dict[str, Any]]
+    plan: PlanDict | None
+    """The planner's decision (:meth:`Plan.as_dict`), if a planner ran."""
+    subtasks: list[SubtaskDict]
     """The decomposition, in order."""
     results: Annotated[dict[str, str], merge_results]
     """Subtask id -> answer."""
     candidates: Annotated[list[Candidate], operator.add]
     """Candidate answers, in deterministic task order."""
-    verdicts: Annotated[list[dict[str, Any]], operator.add]
+    verdicts: Annotated[list[CandidateVerdict], operator.add]
     """Judge verdicts, in order."""
     accepted_calls: Annotated[list[str], operator.add]
     """Call ids of the calls whose output was used (the *accepted* view of the ledger)."""

@@ -55,7 +55,7 @@ def test_stdlib_records_from_dependencies_are_redacted_too() -> None:
 
 
 def test_registered_and_environment_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stratagem._redact import register_secret
+    from stratagem.logging import register_secret
 
     monkeypatch.setenv("OPENAI_API_KEY", "plainlookingvalue42")
     register_secret("another-opaque-token-value")

@@ -22,10 +22,17 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from stratagem._redact import redact_value
+from stratagem._redact import redact_value, register_secret
 from stratagem.errors import ConfigError
 
-__all__ = ["LogFormat", "bind_run", "configure_logging", "get_logger", "redact_processor"]
+__all__ = [
+    "LogFormat",
+    "bind_run",
+    "configure_logging",
+    "get_logger",
+    "redact_processor",
+    "register_secret",
+]
 
 LogFormat = Literal["json", "console"]
 

@@ -25,6 +25,7 @@ import structlog
 from stratagem.ablation import (
     AblationConfig,
     EndpointConfig,
+    EndpointLimiter,
     Executor,
     LocalExecutor,
     PlannedRun,
@@ -32,17 +33,14 @@ from stratagem.ablation import (
     ResultsStore,
     RunOutcome,
     Sweep,
+    WorkerSecrets,
+    cell_batches,
+    check_ray_address,
     executor_for,
     parse_config,
     run_ablation,
-)
-from stratagem.ablation._executors import (
-    EndpointLimiter,
-    _batches,
-    _check_reachable,
-    _collect,
-    _endpoint_limits,
-    _Secrets,
+    run_in_memory,
+    shared_endpoint_limits,
 )
 from stratagem.budgets import LedgerStore, TokenLedger
 from stratagem.errors import ConfigError
@@ -192,13 +190,13 @@ def test_a_wrong_cluster_address_fails_fast() -> None:
         port = sock.getsockname()[1]
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         with pytest.raises(ConfigError, match="ray start --head"):
-            _check_reachable(address)
-    _check_reachable("auto")  # left to Ray
+            check_ray_address(address)
+    check_ray_address("auto")  # left to Ray
 
 
 def test_batches_stay_within_a_cell(tmp_path: Path) -> None:
     plans = Sweep.from_config(_config(tmp_path)).plan()
-    batches = _batches(plans, 5)
+    batches = cell_batches(plans, 5)
     assert sorted(p.run_id for b in batches for p in b) == sorted(p.run_id for p in plans)
     assert all(len(b) <= 5 and len({p.cell for p in b}) == 1 for b in batches)
 
@@ -206,7 +204,7 @@ def test_batches_stay_within_a_cell(tmp_path: Path) -> None:
 def test_worker_path_matches_local(tmp_path: Path, local_baseline: Path) -> None:
     """What a Ray task does (in-memory ledger and checkpoints, rows shipped back), in-process."""
     sweep = Sweep.from_config(_config(tmp_path))
-    outcomes = asyncio.run(_collect(sweep, sweep.plan(), {}))
+    outcomes = asyncio.run(run_in_memory(sweep, sweep.plan()))
     expected = _records(local_baseline)
     assert {o.record.run_id: o.record.model_dump(exclude=TIMING) for o in outcomes} == expected
     per_run = _ledger_by_run(local_baseline)
@@ -233,13 +231,13 @@ def test_secrets_travel_with_the_task(monkeypatch: pytest.MonkeyPatch, tmp_path:
     judge = EndpointConfig(backend="vllm", model="m", base_url="http://127.0.0.1:9",
                            api_key_env="MY_KEY")
     cfg = _config(tmp_path).model_copy(update={"roles": {"judge": judge}})
-    secrets = _Secrets.of(Sweep.from_config(cfg))
+    secrets = WorkerSecrets.of(Sweep.from_config(cfg))
     assert "sk-driver-secret" not in repr(secrets)
     monkeypatch.delenv("MY_KEY")
     with secrets.exported():
         assert os.environ["MY_KEY"] == "sk-driver-secret"
     assert "MY_KEY" not in os.environ
-    assert _Secrets.of(Sweep.from_config(_config(tmp_path))).values == {}  # simulated: none
+    assert WorkerSecrets.of(Sweep.from_config(_config(tmp_path))).values == {}  # simulated: none
 
 
 def test_only_shared_endpoints_get_a_cluster_limit(tmp_path: Path,
@@ -252,7 +250,7 @@ def test_only_shared_endpoints_get_a_cluster_limit(tmp_path: Path,
         "decomposer": EndpointConfig(backend="openai", model="gpt-4o-mini"),
     }
     cfg = _config(tmp_path).model_copy(update={"roles": roles})
-    limits = _endpoint_limits(Sweep.from_config(cfg))
+    limits = shared_endpoint_limits(Sweep.from_config(cfg))
     # simulated: nothing shared; one limit per URL, the explicit one; else the kind's default
     assert {k: size for k, (size, _) in limits.items()} == {
         "http://127.0.0.1:9/v1": 3, "https://api.openai.com/v1": 16}

@@ -13,11 +13,12 @@ import pytest
 from stratagem.ablation import (
     AblationConfig,
     AblationOutcome,
+    AblationReport,
     ResultsStore,
     parse_config,
+    report_ablation,
     run_ablation,
 )
-from stratagem.ablation._report import AblationReport, report_ablation
 from stratagem.budgets import LedgerStore
 from stratagem.errors import ConfigError
 

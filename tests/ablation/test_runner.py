@@ -685,7 +685,7 @@ def test_runs_that_lost_model_calls_are_counted_not_hidden(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An endpoint outage does not make runs raise (the graphs absorb a lost call), but
     the outcome and every record say how many calls each run lost."""
-    import stratagem.ablation._runner as runner
+    from stratagem.agents import build_backend
     from stratagem.errors import ModelError
 
     class Outage:
@@ -698,8 +698,9 @@ def test_runs_that_lost_model_calls_are_counted_not_hidden(
         async def send(self, request: Any) -> Any:
             raise ModelError("HTTP 401: the endpoint refused the key", status_code=401)
 
-    real = runner.build_backend
-    monkeypatch.setattr(runner, "build_backend", lambda *a, **k: Outage(real(*a, **k)))
+    # The runner's seam, replaced by name (tests never import private modules).
+    monkeypatch.setattr("stratagem.ablation._runner.build_backend",
+                        lambda *a, **k: Outage(build_backend(*a, **k)))
     config = sim_config(tmp_path / "out", **SMALL)
     total = len(planned_runs(config))
     outcome = run(config)

@@ -26,12 +26,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from stratagem.agents import _local
-from stratagem.agents._local import (
+from stratagem.agents import (
     LOCAL_MODEL_ALIAS,
     LocalModelServer,
-    _remove_orphaned_workdirs,
     ensure_local_server,
+    remove_orphaned_workdirs,
     smollm2_model_path,
 )
 from stratagem.errors import ConfigError, RunError
@@ -46,6 +45,18 @@ needs_local = pytest.mark.skipif(
     not _HAVE_LOCAL_EXTRA, reason="needs the `local` extra: pip install 'stratagem[local]'"
 )
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# The module whose seams (the server class, the shared instance, the port picker) tests
+# replace by name; it is never imported here (tests/test_layering.py).
+LOCAL = "stratagem.agents._local"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _port_refuses(port: int) -> bool:
@@ -113,7 +124,7 @@ def test_only_folders_of_dead_owners_are_removed(
     (tmp_path / "unrelated").mkdir()
     (tmp_path / "unrelated" / "owner.pid").write_text(f"{host} {finished.pid}")
 
-    _remove_orphaned_workdirs()
+    remove_orphaned_workdirs()
 
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["stratagem-llama-alive", "stratagem-llama-elsewhere",
@@ -153,8 +164,8 @@ def test_ensure_local_server_starts_one_server_for_all_threads(
         def stop(self) -> None:
             self.running = False
 
-    monkeypatch.setattr(_local, "LocalModelServer", FakeServer)
-    monkeypatch.setattr(_local, "_shared", None)
+    monkeypatch.setattr(f"{LOCAL}.LocalModelServer", FakeServer)
+    monkeypatch.setattr(f"{LOCAL}._shared", None)
     results: list[object] = []
     threads = [threading.Thread(target=lambda: results.append(ensure_local_server()))
                for _ in range(8)]
@@ -257,8 +268,7 @@ def test_a_port_taken_before_the_server_binds_is_replaced(
         squatter.listen()
         taken = squatter.getsockname()[1]
         ports = iter([taken])
-        real_free_port = _local._free_port
-        monkeypatch.setattr(_local, "_free_port", lambda: next(ports, None) or real_free_port())
+        monkeypatch.setattr(f"{LOCAL}._free_port", lambda: next(ports, None) or _free_port())
         with capture_logs() as logs, LocalModelServer() as srv:
             assert srv.port != taken
             assert srv.tokenize("hi")
@@ -279,7 +289,7 @@ def test_startup_failure_reports_the_log_tail(tmp_path: Path) -> None:
 _ORPHAN_SCRIPT = textwrap.dedent(
     """
     import threading, time
-    from stratagem.agents._local import LocalModelServer
+    from stratagem.agents import LocalModelServer
 
     # Started from a worker thread that then exits: the server must outlive the thread
     # (PR_SET_PDEATHSIG is per thread) but not the process.
@@ -325,7 +335,7 @@ def test_server_dies_with_a_sigkilled_parent(tmp_path: Path) -> None:
             assert _port_refuses(port)
             # Its folder (the server log) outlives it, until the next start removes it.
             assert (workdir / "owner.pid").read_text() == f"{socket.gethostname()} {parent.pid}"
-            _remove_orphaned_workdirs()
+            remove_orphaned_workdirs()
             assert not workdir.exists()
         finally:
             if parent.poll() is None:

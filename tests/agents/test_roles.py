@@ -9,22 +9,30 @@ from collections.abc import Sequence
 import pytest
 from pydantic import ValidationError
 
-from stratagem.agents._backend import ChatRequest, Message
-from stratagem.agents._client import ModelClient
-from stratagem.agents._decomposer import Decomposer, Decomposition, LLMDecomposer
-from stratagem.agents._judge import (
+from stratagem.agents import (
+    SOLVER_PROMPT,
+    ChatRequest,
+    Decomposer,
+    Decomposition,
     Judge,
+    LLMDecomposer,
     LLMJudge,
+    LLMPlanner,
+    LLMSolver,
+    Message,
+    ModelClient,
+    Plan,
+    Planner,
+    PromptTemplate,
+    Solver,
     VerifierJudge,
+    extract_answer,
+    knockout,
     parse_pairwise,
     parse_verdict,
 )
-from stratagem.agents._knockout import knockout
-from stratagem.agents._planner import LLMPlanner, Plan, Planner
-from stratagem.agents._prompts import SOLVER_PROMPT, PromptTemplate
-from stratagem.agents._solver import LLMSolver, Solver, extract_answer
 from stratagem.errors import ConfigError, OutputParseError
-from stratagem.testing._models import FunctionModel, ScriptedModel
+from stratagem.testing import FunctionModel, ScriptedModel
 
 TASK = "What is 12 + 30?"
 

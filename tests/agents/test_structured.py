@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from stratagem.agents._client import ModelClient
-from stratagem.agents._prompts import PromptTemplate
-from stratagem.agents._structured import (
+from stratagem.agents import (
+    ModelClient,
+    PromptTemplate,
     RoleOutput,
     Structured,
     complete_structured,
@@ -18,7 +18,7 @@ from stratagem.agents._structured import (
     parse_error_completions,
 )
 from stratagem.errors import OutputParseError
-from stratagem.testing._models import ScriptedModel
+from stratagem.testing import ScriptedModel
 
 ASK = [{"role": "user", "content": "Give me a point."}]
 

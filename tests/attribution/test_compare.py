@@ -14,7 +14,7 @@ from stratagem.attribution import (
     waste_by_topology,
 )
 from stratagem.errors import ConfigError
-from stratagem.simulate._latent import DEFAULT_WASTE_RATES, LatentEffects, latent_runs
+from stratagem.simulate import DEFAULT_WASTE_RATES, LatentEffects, latent_runs
 
 TOPOLOGIES = ["single", "best_of_n", "tree"]
 

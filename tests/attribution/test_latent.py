@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -10,8 +11,7 @@ import pytest
 from stratagem.errors import ConfigError
 from stratagem.graphs import DEFAULT_SPLITS
 from stratagem.records import ROLE_COLUMNS, RunRecord
-from stratagem.simulate import _latent
-from stratagem.simulate._latent import LatentEffects, latent_runs, planted_shares
+from stratagem.simulate import LatentEffects, latent_runs, planted_shares
 
 TOPOLOGIES = ["single", "plan_solve", "decompose_solve", "best_of_n", "adaptive"]
 EFFECTS = LatentEffects(token_effect=0.08, topology_effects={"adaptive": 0.1, "single": -0.1},
@@ -29,7 +29,10 @@ def test_rows_are_run_records_in_field_order() -> None:
         assert record.mode == record.topology
         assert record.cell == f"{record.topology}|{record.budget}|uniform"
     assert df["run_id"].is_unique
-    assert _latent._ROLES == ROLE_COLUMNS
+    # The simulator's roles are exactly the records' role columns.
+    LatentEffects(role_effects=dict.fromkeys(ROLE_COLUMNS, 0.1))
+    with pytest.raises(ConfigError, match=re.escape(str(list(ROLE_COLUMNS)))):
+        LatentEffects(role_effects={"critic": 0.1})
 
 
 def test_tokens_add_up_and_follow_the_topology_split() -> None:

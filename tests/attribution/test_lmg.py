@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from stratagem.attribution import Attribution, attribute
-from stratagem.attribution._lmg import shapley
+from stratagem.attribution import Attribution, attribute, shapley
 from stratagem.errors import ConfigError
-from stratagem.simulate._latent import LatentEffects, latent_runs
+from stratagem.simulate import LatentEffects, latent_runs
 
 
 def _mixed(n: int = 600, seed: int = 3) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from stratagem.attribution import attribute, marginal_returns, matched_compute_ranking
-from stratagem.simulate._latent import LatentEffects, latent_runs, planted_shares
+from stratagem.simulate import LatentEffects, latent_runs, planted_shares
 
 TOPOLOGIES = ["single", "plan_solve", "best_of_n", "tree"]
 BUDGETS = [1000, 16000]

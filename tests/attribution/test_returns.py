@@ -9,7 +9,7 @@ import statsmodels.formula.api as smf
 
 from stratagem.attribution import RoleReturn, marginal_returns
 from stratagem.errors import ConfigError
-from stratagem.simulate._latent import LatentEffects, latent_runs
+from stratagem.simulate import LatentEffects, latent_runs
 
 
 @pytest.fixture(scope="module")

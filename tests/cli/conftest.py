@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from stratagem.ablation import load_config, run_ablation
-from stratagem.cli import _main, main
+from stratagem.cli import main
 from stratagem.logging import configure_logging
 
 _LIBRARY_LOGGERS = ("openai", "httpx", "httpx2", "langgraph")
@@ -47,7 +47,7 @@ def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                  **_: Any) -> None:
         configure_logging(fmt, level, stream, cache_loggers=False)
 
-    monkeypatch.setattr(_main, "configure_logging", uncached)
+    monkeypatch.setattr("stratagem.cli._main.configure_logging", uncached)  # the CLI's seam
     yield
     structlog.configure(**saved)
     for name, (handlers, propagate, level) in before.items():

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from stratagem import __version__
-from stratagem.cli import _report
 from stratagem.errors import RunError
 from stratagem.tasks import get_suite
 
@@ -164,7 +163,7 @@ def test_a_run_failure_exits_1_with_one_line(
     def fail(*args: Any, **kwargs: Any) -> None:
         raise RunError("the disk is full")
 
-    monkeypatch.setattr(_report, "report_ablation", fail)
+    monkeypatch.setattr("stratagem.cli._report.report_ablation", fail)
 
     result = cli("report", tmp_path)
 
@@ -176,7 +175,7 @@ def test_ctrl_c_exits_130(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_report, "report_ablation", interrupt)
+    monkeypatch.setattr("stratagem.cli._report.report_ablation", interrupt)
 
     result = cli("report", tmp_path)
 

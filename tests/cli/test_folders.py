@@ -14,7 +14,6 @@ import pytest
 
 from stratagem.ablation import AblationOutcome, ResultsStore
 from stratagem.budgets import LedgerStore
-from stratagem.cli import _ablate
 
 Cli = Callable[..., Any]
 ConfigFile = Callable[[Path, Path], Path]
@@ -163,7 +162,7 @@ def test_ablate_output_option_overrides_the_config(cli: Cli, tmp_path: Path,
 
 def _cancel_midway(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
     """Cancel the ablation's event loop task after ``after`` runs, as Ctrl-C does."""
-    real = _ablate.run_ablation
+    from stratagem.ablation import run_ablation as real
 
     async def cancelled(config: Any, *, on_progress: Any = None, **kwargs: Any) -> Any:
         main = asyncio.current_task()
@@ -178,7 +177,7 @@ def _cancel_midway(monkeypatch: pytest.MonkeyPatch, after: int) -> None:
         outcome: AblationOutcome = await real(config, on_progress=progress, **kwargs)
         return outcome
 
-    monkeypatch.setattr(_ablate, "run_ablation", cancelled)
+    monkeypatch.setattr("stratagem.cli._ablate.run_ablation", cancelled)  # the command's seam
 
 
 def test_an_interrupted_ablate_says_how_to_resume_and_resumes(

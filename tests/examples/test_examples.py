@@ -24,9 +24,9 @@ from stratagem.ablation import (
     load_config,
     parse_config,
     plan_runs,
+    report_ablation,
     run_ablation,
 )
-from stratagem.ablation._report import report_ablation
 from stratagem.agents import build_backend
 from stratagem.budgets import LedgerStore
 from stratagem.errors import ConfigError

@@ -226,10 +226,10 @@ def test_a_checkpoint_path_is_opened_with_synchronous_normal(
     from the very connection the run used, while it is open); the checkpoints are there."""
     import contextlib
 
-    import stratagem.graphs._run as run_module
+    from stratagem.graphs import sqlite_checkpointer
 
     seen: list[tuple[str, int]] = []
-    real = run_module.sqlite_checkpointer
+    real = sqlite_checkpointer
 
     @contextlib.asynccontextmanager
     async def spying(path: Path, **kwargs: Any) -> Any:
@@ -241,7 +241,7 @@ def test_a_checkpoint_path_is_opened_with_synchronous_normal(
                 level = (await cur.fetchone())[0]  # type: ignore[index]
             seen.append((str(mode), int(level)))
 
-    monkeypatch.setattr(run_module, "sqlite_checkpointer", spying)
+    monkeypatch.setattr("stratagem.graphs._run.sqlite_checkpointer", spying)  # the run's seam
     model = FunctionModel(lambda messages, request: "Answer: 42")
     path = tmp_path / "ck.sqlite"
     result = run(best_of_n(2, select="vote"), TASK, context=RunContext(

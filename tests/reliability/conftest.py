@@ -66,12 +66,13 @@ def run_cli(argv: list[str]) -> CliOutcome:
     traceback a user would see.
     """
     from stratagem.agents import LocalModelServer
-    from stratagem.cli import _main, main
+    from stratagem.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_main, "configure_logging",
+        # The CLI's seams, replaced by name (tests never import private modules).
+        mp.setattr("stratagem.cli._main.configure_logging",
                    functools.partial(configure_logging, cache_loggers=False))
         mp.setattr(LocalModelServer, "start", _no_embedded_model)
         try:

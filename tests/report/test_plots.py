@@ -13,11 +13,13 @@ import pytest
 from matplotlib.figure import Figure
 
 from stratagem.attribution import Attribution, Interval
-from stratagem.report import plot_accuracy_vs_tokens, plot_attribution, plot_spend_per_role
-from stratagem.report._plots import (
-    _figure_accuracy_vs_tokens,
-    _figure_attribution,
-    _figure_spend_per_role,
+from stratagem.report import (
+    figure_accuracy_vs_tokens,
+    figure_attribution,
+    figure_spend_per_role,
+    plot_accuracy_vs_tokens,
+    plot_attribution,
+    plot_spend_per_role,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -50,9 +52,9 @@ def test_attribution_plot_writes_png(attribution: Attribution, tmp_path: Path) -
 
 def test_real_data_is_not_labelled_simulated(frame: pd.DataFrame, attribution: Attribution) -> None:
     for fig in (
-        _figure_accuracy_vs_tokens(frame),
-        _figure_spend_per_role(frame),
-        _figure_attribution(attribution),
+        figure_accuracy_vs_tokens(frame),
+        figure_spend_per_role(frame),
+        figure_attribution(attribution),
     ):
         assert "SIMULATED" not in fig.get_suptitle()
         assert "SIMULATED" not in _texts(fig)
@@ -62,9 +64,9 @@ def test_simulated_data_is_titled_and_watermarked(
     sim_frame: pd.DataFrame, sim_attribution: Attribution
 ) -> None:
     for fig in (
-        _figure_accuracy_vs_tokens(sim_frame),
-        _figure_spend_per_role(sim_frame),
-        _figure_attribution(sim_attribution),
+        figure_accuracy_vs_tokens(sim_frame),
+        figure_spend_per_role(sim_frame),
+        figure_attribution(sim_attribution),
     ):
         assert fig.get_suptitle().endswith("(SIMULATED)")
         assert "SIMULATED" in _texts(fig)
@@ -72,11 +74,11 @@ def test_simulated_data_is_titled_and_watermarked(
 
 def test_partly_simulated(frame: pd.DataFrame, sim_frame: pd.DataFrame) -> None:
     mixed = pd.concat([frame, sim_frame.head(3)], ignore_index=True)
-    assert "(PARTLY SIMULATED)" in _figure_accuracy_vs_tokens(mixed).get_suptitle()
+    assert "(PARTLY SIMULATED)" in figure_accuracy_vs_tokens(mixed).get_suptitle()
 
 
 def test_accuracy_plot_has_one_line_per_topology_on_log2_axis(frame: pd.DataFrame) -> None:
-    ax = _figure_accuracy_vs_tokens(frame).axes[0]
+    ax = figure_accuracy_vs_tokens(frame).axes[0]
     assert ax.get_xscale() == "log"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["single", "debate", "hierarchical"]
@@ -84,7 +86,7 @@ def test_accuracy_plot_has_one_line_per_topology_on_log2_axis(frame: pd.DataFram
 
 
 def test_spend_plot_stacks_roles_and_hatches_waste(frame: pd.DataFrame) -> None:
-    ax = _figure_spend_per_role(frame).axes[0]
+    ax = figure_spend_per_role(frame).axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[:3] == ["planner", "solver", "judge"]  # roles that spent anything
     assert "other" in labels  # tokens of roles without a column
@@ -104,11 +106,11 @@ def test_degenerate_frames_still_plot(
     for i, df in enumerate((one, empty, unscored, zero)):
         _assert_png(plot_accuracy_vs_tokens(df, tmp_path / f"acc{i}.png"))
         _assert_png(plot_spend_per_role(df, tmp_path / f"spend{i}.png"))
-    for fig in (_figure_spend_per_role(empty), _figure_accuracy_vs_tokens(empty)):
+    for fig in (figure_spend_per_role(empty), figure_accuracy_vs_tokens(empty)):
         assert [t.get_text() for t in fig.axes[0].texts] == ["No runs to plot."]
-    acc = _figure_accuracy_vs_tokens(unscored)
+    acc = figure_accuracy_vs_tokens(unscored)
     assert [t.get_text() for t in acc.axes[0].texts] == ["No scored runs to plot."]
-    assert _figure_accuracy_vs_tokens(zero).axes[0].get_xscale() == "linear"
+    assert figure_accuracy_vs_tokens(zero).axes[0].get_xscale() == "linear"
 
 
 def test_attribution_without_groups(tmp_path: Path) -> None:
@@ -144,7 +146,7 @@ def test_plotting_leaves_pyplot_and_the_backend_alone(tmp_path: Path) -> None:
 
 def test_plot_labels_are_redacted(frame: pd.DataFrame, secret: str) -> None:
     df = frame.assign(topology=frame["topology"].where(frame["topology"] != "single", secret))
-    for fig in (_figure_accuracy_vs_tokens(df), _figure_spend_per_role(df)):
+    for fig in (figure_accuracy_vs_tokens(df), figure_spend_per_role(df)):
         fig.canvas.draw()
         texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
         assert not any(secret in t for t in texts)
@@ -159,7 +161,7 @@ def test_plot_labels_are_redacted(frame: pd.DataFrame, secret: str) -> None:
 def test_spend_per_role_topology_labels_do_not_overlap(
         make_frame: Callable[..., pd.DataFrame], topologies: tuple[str, ...],
         budgets: tuple[int, ...]) -> None:
-    fig = _figure_spend_per_role(make_frame(topologies=topologies, budgets=budgets))
+    fig = figure_spend_per_role(make_frame(topologies=topologies, budgets=budgets))
     fig.canvas.draw()
     axes = fig.axes[0]
     axis = axes.child_axes[0] if len(budgets) > 1 else axes  # the topology names

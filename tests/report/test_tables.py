@@ -4,7 +4,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from stratagem.attribution._types import Attribution, Interval, RoleReturn, TopologyComparison
+from stratagem.attribution import Attribution, Interval, RoleReturn, TopologyComparison
 from stratagem.budgets import Transfer, UsageTotals
 from stratagem.report import (
     attribution_table,

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratagem.errors import ConfigError
-from stratagem.tasks import ArithSuite, Task, _arith
+from stratagem.tasks import ArithSuite, Task
 
 
 def _replay(task: Task) -> int:
@@ -75,7 +75,7 @@ def test_division_only_when_exact_and_not_alone() -> None:
        st.integers(2, 2000))
 def test_divisors_are_those_a_scan_finds(value: int, limit: int) -> None:
     scan = [d for d in range(2, limit + 1) if value and value % d == 0]
-    assert _arith.divisors(value, limit) == scan
+    assert ArithSuite.divisors(value, limit) == scan
 
 
 def test_divisors_are_searched_for_division_steps_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +85,7 @@ def test_divisors_are_searched_for_division_steps_only(monkeypatch: pytest.Monke
         asked.append(value)
         return [d for d in range(2, limit + 1) if value and value % d == 0]
 
-    monkeypatch.setattr(_arith, "divisors", counting)
+    monkeypatch.setattr(ArithSuite, "divisors", staticmethod(counting))
     ArithSuite(depth=8, max_operand=1_000_000).generate(20)
     assert asked == []
     tasks = ArithSuite(depth=8, ops="+/").generate(20)

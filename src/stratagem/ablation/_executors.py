@@ -60,7 +60,12 @@ __all__ = [
     "Executor",
     "LocalExecutor",
     "RayExecutor",
+    "WorkerSecrets",
+    "cell_batches",
+    "check_ray_address",
     "executor_for",
+    "run_in_memory",
+    "shared_endpoint_limits",
 ]
 
 EXECUTORS = ("local", "ray")
@@ -219,15 +224,15 @@ class RayExecutor:
         if not todo:
             return
         ray = self._ray
-        wanted = _endpoint_limits(sweep)  # before starting Ray: a config error fails fast
-        secrets = _Secrets.of(sweep)
+        wanted = shared_endpoint_limits(sweep)  # before starting Ray: a config error fails fast
+        secrets = WorkerSecrets.of(sweep)
         started = self._connect()
         pending: dict[asyncio.Future[Any], Any] = {}
         try:
             limits = self._limiters(wanted)
             task = ray.remote(_run_batch).options(num_cpus=1)
             shipped = ray.put(sweep)  # once, not with every task
-            for batch in _batches(todo, self.batch_size):
+            for batch in cell_batches(todo, self.batch_size):
                 ref = task.remote(shipped, batch, limits, secrets, self.log_level)
                 pending[asyncio.wrap_future(ref.future())] = ref
             while pending:
@@ -250,7 +255,7 @@ class RayExecutor:
             return False
         options: dict[str, Any] = {"logging_level": logging.WARNING}
         if self.address is not None:
-            _check_reachable(self.address)
+            check_ray_address(self.address)
             options["address"] = self.address
         elif not os.environ.get("RAY_ADDRESS"):  # set by `ray job submit`: Ray joins it
             # "local": a new instance even if a cluster was started (or died) on this machine;
@@ -416,19 +421,28 @@ class _LimitedBackend:
 
 
 @dataclass(frozen=True)
-class _Secrets:
-    """Environment variables (API keys) the driver has and the workers may not."""
+class WorkerSecrets:
+    """Environment variables (API keys) the driver has and the workers may not.
+
+    Read on the driver with :meth:`of`, shipped with each task (never in a Ray runtime_env,
+    which the dashboard shows), and set around a worker's runs with :meth:`exported`. The
+    repr never shows the values.
+    """
 
     values: Mapping[str, str] = field(repr=False)
+    """Variable name -> value."""
 
     @classmethod
-    def of(cls, sweep: Sweep) -> _Secrets:
+    def of(cls, sweep: Sweep) -> WorkerSecrets:
+        """The API-key variables the sweep's remote endpoints name (and
+        ``STRATAGEM_API_KEY``), with the driver's values; none for simulated or local ones."""
         remote = [e for e in sweep.endpoints().values() if e.backend not in _PER_PROCESS]
         names = {e.api_key_env for e in remote} | ({"STRATAGEM_API_KEY"} if remote else set())
         return cls({n: os.environ[n] for n in sorted(names) if os.environ.get(n)})
 
     @contextlib.contextmanager
     def exported(self) -> Iterator[None]:
+        """Set the variables in this process for the block, then restore what was there."""
         saved = {n: os.environ.get(n) for n in self.values}
         os.environ.update(self.values)
         try:
@@ -441,9 +455,12 @@ class _Secrets:
                     os.environ[n] = value
 
 
-def _endpoint_limits(sweep: Sweep) -> dict[str, tuple[int, float]]:
+def shared_endpoint_limits(sweep: Sweep) -> dict[str, tuple[int, float]]:
     """Endpoint key -> (limit, lease seconds) of every endpoint shared between processes,
-    with the limit each process's ModelClient would apply (the last explicit one wins)."""
+    with the limit each process's ModelClient would apply (the last explicit one wins).
+
+    Simulated and local endpoints are per process, so they never appear. An executor that
+    spreads a sweep over processes holds each endpoint to its limit across all of them."""
     found: dict[str, tuple[ChatBackend, EndpointConfig, int | None]] = {}
     for endpoint in sweep.endpoints().values():
         if endpoint.backend in _PER_PROCESS:
@@ -461,7 +478,9 @@ def _endpoint_limits(sweep: Sweep) -> dict[str, tuple[int, float]]:
             for key, (backend, endpoint, explicit) in found.items()}
 
 
-def _batches(todo: Sequence[PlannedRun], size: int) -> list[list[PlannedRun]]:
+def cell_batches(todo: Sequence[PlannedRun], size: int) -> list[list[PlannedRun]]:
+    """``todo`` in batches of at most ``size`` runs, none mixing two cells of the grid (so
+    a batch shares its backends and a crash loses parts of few cells)."""
     cells: dict[str, list[PlannedRun]] = {}
     for plan in todo:
         cells.setdefault(plan.cell, []).append(plan)
@@ -475,11 +494,18 @@ def _limited(limits: Mapping[str, _Limit], backend: ChatBackend,
 
 
 def _run_batch(sweep: Sweep, plans: list[PlannedRun], limits: Mapping[str, _Limit],
-               secrets: _Secrets, log_level: str) -> list[RunOutcome]:
+               secrets: WorkerSecrets, log_level: str) -> list[RunOutcome]:
     """One Ray task: a batch of runs, with an in-memory ledger and in-memory checkpoints."""
     configure_logging(level=log_level)
     with secrets.exported():
         return asyncio.run(_collect(sweep, plans, limits))
+
+
+async def run_in_memory(sweep: Sweep, plans: list[PlannedRun]) -> list[RunOutcome]:
+    """What a remote worker does with its batch, in this process: run ``plans`` with an
+    in-memory ledger (and in-memory checkpoints if the sweep is durable), every outcome
+    carrying its ledger rows and transfers for the driver to write."""
+    return await _collect(sweep, plans, {})
 
 
 async def _collect(sweep: Sweep, plans: list[PlannedRun],
@@ -491,8 +517,13 @@ async def _collect(sweep: Sweep, plans: list[PlannedRun],
         return [outcome async for outcome in runs]
 
 
-def _check_reachable(address: str) -> None:
-    """Fail fast on a wrong address: Ray itself retries for about a minute before giving up."""
+def check_ray_address(address: str) -> None:
+    """Fail fast on a wrong cluster address: Ray itself retries for about a minute.
+
+    Raises:
+        ConfigError: If nothing answers at ``HOST:PORT`` (or ``ray://HOST:PORT``); other
+            forms (``auto``) are left to Ray.
+    """
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto", or another form Ray resolves itself

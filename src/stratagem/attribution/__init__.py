@@ -14,7 +14,7 @@ Every function takes the tidy run table (one row per run, the fields of
 from __future__ import annotations
 
 from stratagem.attribution._compare import compare_topologies, matched_compute_ranking
-from stratagem.attribution._lmg import attribute
+from stratagem.attribution._lmg import attribute, shapley
 from stratagem.attribution._returns import marginal_returns
 from stratagem.attribution._types import Attribution, Interval, RoleReturn, TopologyComparison
 from stratagem.attribution._waste import waste_by_topology
@@ -28,5 +28,6 @@ __all__ = [
     "compare_topologies",
     "marginal_returns",
     "matched_compute_ranking",
+    "shapley",
     "waste_by_topology",
 ]

@@ -16,7 +16,14 @@ and watermark) and report (banner). Every piece of text is redacted of secrets f
 from __future__ import annotations
 
 from stratagem.report._html import ReportPaths, build_report, write_html_report
-from stratagem.report._plots import plot_accuracy_vs_tokens, plot_attribution, plot_spend_per_role
+from stratagem.report._plots import (
+    figure_accuracy_vs_tokens,
+    figure_attribution,
+    figure_spend_per_role,
+    plot_accuracy_vs_tokens,
+    plot_attribution,
+    plot_spend_per_role,
+)
 from stratagem.report._tables import (
     attribution_table,
     audit_table,
@@ -33,6 +40,9 @@ __all__ = [
     "audit_table",
     "build_report",
     "comparisons_table",
+    "figure_accuracy_vs_tokens",
+    "figure_attribution",
+    "figure_spend_per_role",
     "plot_accuracy_vs_tokens",
     "plot_attribution",
     "plot_spend_per_role",

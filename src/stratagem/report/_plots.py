@@ -4,7 +4,7 @@ Figures are built with :class:`matplotlib.figure.Figure` and drawn by
 :class:`~matplotlib.backends.backend_agg.FigureCanvasAgg` directly, never through pyplot: no
 global backend switch, no figure registry, so plotting is headless and safe from threads and
 leaves the caller's matplotlib state alone. Labels taken from the data are redacted. The
-``_figure_*`` helpers return the figure so tests (and notebooks) can inspect it; the
+``figure_*`` functions return the figure (to inspect or restyle in a notebook); the
 ``plot_*`` functions save it.
 """
 
@@ -34,7 +34,14 @@ from stratagem.report._summary import (
     titled,
 )
 
-__all__ = ["plot_accuracy_vs_tokens", "plot_attribution", "plot_spend_per_role"]
+__all__ = [
+    "figure_accuracy_vs_tokens",
+    "figure_attribution",
+    "figure_spend_per_role",
+    "plot_accuracy_vs_tokens",
+    "plot_attribution",
+    "plot_spend_per_role",
+]
 
 DPI = 130
 """Resolution of the saved PNGs."""
@@ -109,9 +116,10 @@ def _log2_axis(ax: Axes, xs: Sequence[float]) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
 
 
-def _figure_accuracy_vs_tokens(
+def figure_accuracy_vs_tokens(
     df: pd.DataFrame, comparisons: Sequence[TopologyComparison] = ()
 ) -> Figure:
+    """The figure :func:`plot_accuracy_vs_tokens` saves, unsaved (to inspect or restyle)."""
     cells = [c for c in summarize_cells(df, comparisons) if not math.isnan(c.accuracy)]
     fig = _new_figure(9.0, 5.8)
     ax = fig.add_subplot()
@@ -180,10 +188,11 @@ def plot_accuracy_vs_tokens(
     Returns:
         ``path``.
     """
-    return _save(_figure_accuracy_vs_tokens(df, comparisons), path)
+    return _save(figure_accuracy_vs_tokens(df, comparisons), path)
 
 
-def _figure_attribution(attr: Attribution) -> Figure:
+def figure_attribution(attr: Attribution) -> Figure:
+    """The figure :func:`plot_attribution` saves, unsaved (to inspect or restyle)."""
     groups = sorted(attr.shares, key=lambda g: attr.shares[g].estimate)
     fig = _new_figure(8.5, max(3.6, 1.2 + 0.6 * len(groups)))
     ax = fig.add_subplot()
@@ -236,10 +245,11 @@ def plot_attribution(attr: Attribution, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    return _save(_figure_attribution(attr), path)
+    return _save(figure_attribution(attr), path)
 
 
-def _figure_spend_per_role(df: pd.DataFrame) -> Figure:
+def figure_spend_per_role(df: pd.DataFrame) -> Figure:
+    """The figure :func:`plot_spend_per_role` saves, unsaved (to inspect or restyle)."""
     cells = summarize_cells(df)
     fig = _new_figure(min(14.0, max(7.5, 3.0 + 0.55 * len(cells))), 6.0)
     ax = fig.add_subplot()
@@ -361,4 +371,4 @@ def plot_spend_per_role(df: pd.DataFrame, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    return _save(_figure_spend_per_role(df), path)
+    return _save(figure_spend_per_role(df), path)

@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from stratagem.tasks._answers import answers_match, normalize_answer, parse_number
+from stratagem.agents import answer_key, answers_match, normalize_answer, parse_number
 from stratagem.tasks._arith import ArithSuite
 from stratagem.tasks._connectivity import ConnectivitySuite, shortest_path_length
 from stratagem.tasks._humaneval import HumanEvalSuite, extract_code
@@ -47,6 +47,7 @@ __all__ = [
     "Suite",
     "Task",
     "WordsSuite",
+    "answer_key",
     "answers_match",
     "english_words",
     "extract_code",

@@ -25,22 +25,6 @@ MAX_OPERAND = 1_000_000
 bounds the search for divisors (at most this many trial divisions per ``/`` step)."""
 
 
-def divisors(value: int, limit: int) -> list[int]:
-    """The divisors of ``value`` from 2 to ``limit``, ascending (none for 0).
-
-    Trial division up to the square root of ``value`` or up to ``limit``, whichever is less
-    work: values grow past any bound over a chain of multiplications, ``limit`` does not.
-    """
-    v = abs(value)
-    if v < 2:
-        return []
-    root = math.isqrt(v)
-    if root < limit:
-        pairs = (d for d in range(1, root + 1) if v % d == 0)
-        return sorted({x for d in pairs for x in (d, v // d) if 2 <= x <= limit})
-    return [d for d in range(2, limit + 1) if v % d == 0]
-
-
 class ArithSuite(Suite):
     """Multi-step arithmetic: "Start with 7. Add 3. Multiply by 2. Subtract 4. What is the
     result?", with the exact integer as the answer.
@@ -65,6 +49,22 @@ class ArithSuite(Suite):
     """
 
     name = "arith"
+
+    @staticmethod
+    def divisors(value: int, limit: int) -> list[int]:
+        """The divisors of ``value`` from 2 to ``limit``, ascending (none for 0).
+
+        Trial division up to the square root of ``value`` or up to ``limit``, whichever is less
+        work: values grow past any bound over a chain of multiplications, ``limit`` does not.
+        """
+        v = abs(value)
+        if v < 2:
+            return []
+        root = math.isqrt(v)
+        if root < limit:
+            pairs = (d for d in range(1, root + 1) if v % d == 0)
+            return sorted({x for d in pairs for x in (d, v // d) if 2 <= x <= limit})
+        return [d for d in range(2, limit + 1) if v % d == 0]
 
     def __init__(self, depth: IntRange = 3, max_operand: int = 9, ops: str = "+-*") -> None:
         self.depth = int_range("depth", depth, low=1, high=MAX_DEPTH)
@@ -96,7 +96,7 @@ class ArithSuite(Suite):
         steps: list[list[str | int]] = []
         for _ in range(depth):
             op = rng.choice(self.ops)
-            found = divisors(value, self.max_operand) if op == "/" else []
+            found = self.divisors(value, self.max_operand) if op == "/" else []
             if op == "/" and not found:
                 op = rng.choice([o for o in self.ops if o != "/"])
             if op == "+":

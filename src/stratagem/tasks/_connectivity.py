@@ -8,9 +8,8 @@ import re
 from collections import deque
 from collections.abc import Iterable
 
-from stratagem.agents import extract_answer
+from stratagem.agents import extract_answer, normalize_answer
 from stratagem.errors import ConfigError
-from stratagem.tasks._answers import normalize_answer
 from stratagem.tasks._task import ANSWER_LINE, IntRange, Suite, Task, check_count, int_range
 
 __all__ = ["ConnectivitySuite", "shortest_path_length"]

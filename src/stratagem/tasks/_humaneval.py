@@ -167,6 +167,12 @@ class HumanEvalSuite(Suite):
         """The reference solution (the prompt and its canonical body) in a ```python block."""
         return f"```python\n{task.answer}```"
 
+    @staticmethod
+    def program(task: Task, response: str) -> str:
+        """The Python program ``response`` is checked with: the prompt, the completion, the
+        tests and the call (what :meth:`execute` runs; see ``build_program``)."""
+        return build_program(task, response)
+
     def execute(self, task: Task, response: str) -> ExecutionResult:
         """Run ``task``'s tests against ``response`` and say how it went (for diagnostics)."""
         return run_python(build_program(task, response), timeout=self.timeout,

@@ -10,9 +10,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from stratagem.agents import extract_answer
+from stratagem.agents import answers_match, extract_answer, normalize_answer, parse_number
 from stratagem.errors import ConfigError
-from stratagem.tasks._answers import answers_match, normalize_answer, parse_number
 from stratagem.tasks._task import Suite, Task, check_count, exact_check
 
 __all__ = ["CHECKER_TYPES", "JsonlSuite", "load_jsonl_suite"]

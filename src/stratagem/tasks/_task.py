@@ -10,9 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stratagem.agents import extract_answer
+from stratagem.agents import answers_match, extract_answer
 from stratagem.errors import ConfigError
-from stratagem.tasks._answers import answers_match
 
 __all__ = ["ANSWER_LINE", "MAX_FEW_SHOT", "IntRange", "Suite", "Task", "check_count",
            "int_range"]

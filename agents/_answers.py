@@ -1,11 +1,16 @@
-"""Comparing a model's answer with a gold one: normalisation and exact numbers."""
+"""The one rule for "these two answers are the same": used by checkers and by voting.
+
+:func:`answer_key` maps an answer to its canonical form; two answers match exactly when their
+keys are equal, so a majority vote that groups candidates by key and a checker that calls
+:func:`answers_match` can never disagree on which answers are the same one.
+"""
 
 from __future__ import annotations
 
 import re
 from fractions import Fraction
 
-__all__ = ["answers_match", "normalize_answer", "parse_number"]
+__all__ = ["answer_key", "answers_match", "normalize_answer", "parse_number"]
 
 _QUOTES = "\"'`“”‘’«»"
 _TRAILING = ".,;:!?"
@@ -52,10 +57,26 @@ def parse_number(text: str) -> Fraction | None:
         return None
 
 
-def answers_match(answer: str, gold: str) -> bool:
-    """Whether ``answer`` equals ``gold`` after normalisation.
+def answer_key(text: str) -> str:
+    """The canonical form of an answer: equal keys means the answers match.
 
-    When ``gold`` is a number the comparison is numeric and exact (``42``, ``42.0`` and
+    A number written in digits (anything :func:`parse_number` reads) becomes its exact value
+    in lowest terms (``42``, ``42.0``, ``+42`` and ``84/2`` give ``'42'``; ``0.75`` gives
+    ``'3/4'``); any other text becomes its :func:`normalize_answer` form. No text key can equal
+    a number key, because a text whose normal form reads as a number is a number.
+
+    Example:
+        >>> answer_key("42.0"), answer_key(" 42 "), answer_key('"Paris".')
+        ('42', '42', 'paris')
+    """
+    number = parse_number(text)
+    return normalize_answer(text) if number is None else str(number)
+
+
+def answers_match(answer: str, gold: str) -> bool:
+    """Whether ``answer`` equals ``gold``: the same :func:`answer_key`.
+
+    When both are numbers the comparison is numeric and exact (``42``, ``42.0`` and
     ``+42`` all match ``42``; ``forty-two`` does not); otherwise the two are compared by
     :func:`normalize_answer`.
 
@@ -63,7 +84,4 @@ def answers_match(answer: str, gold: str) -> bool:
         >>> answers_match("42.0", "42"), answers_match("Paris.", "paris")
         (True, True)
     """
-    gold_number = parse_number(gold)
-    if gold_number is not None:
-        return parse_number(answer) == gold_number
-    return normalize_answer(answer) == normalize_answer(gold)
+    return answer_key(answer) == answer_key(gold)

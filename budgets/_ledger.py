@@ -7,14 +7,12 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stratagem.budgets._aggregate import UsageTotals, filter_entries, group_entries, sum_entries
 from stratagem.budgets._entries import LedgerEntry, Transfer
 from stratagem.budgets._export import export_csv, export_jsonl
-
-if TYPE_CHECKING:
-    from stratagem.budgets._store import LedgerStore
+from stratagem.budgets._store import LedgerStore, Synchronous
 
 __all__ = ["TokenLedger"]
 
@@ -67,6 +65,38 @@ class TokenLedger:
         self._ids[entry.call_id] = entry
         self._entries.append(entry)
         self._by_run.setdefault(entry.run_id, []).append(entry)
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False,
+             synchronous: Synchronous = "normal") -> TokenLedger:
+        """The ledger in the file at ``path`` (created if missing, unless ``readonly``).
+
+        With ``readonly=True`` the file is read once and closed, and nothing is created or
+        changed beside it (see :class:`LedgerStore`): this is how ``stratagem audit`` and
+        ``report`` read a folder the user may only read. Appending to such a ledger raises
+        :class:`~stratagem.errors.LedgerError`; otherwise the ledger writes through to the
+        file, whose store the caller closes (``ledger.store.close()``).
+
+        Raises:
+            LedgerFormatError: If the file is not a stratagem ledger (or, read-only, does not
+                exist).
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "ledger.sqlite"
+            >>> ledger = TokenLedger.open(path)
+            >>> _ = ledger.append(LedgerEntry(role="solver", model="m", prompt_tokens=3))
+            >>> ledger.store.close()
+            >>> TokenLedger.open(path, readonly=True).totals().prompt_tokens
+            3
+        """
+        store = LedgerStore(path, readonly=readonly, synchronous=synchronous)
+        if not readonly:
+            return cls(store)
+        try:
+            return cls(store)
+        finally:
+            store.close()  # every row is in memory; appends still meet the read-only store
 
     @property
     def store(self) -> LedgerStore | None:

@@ -19,7 +19,12 @@ from stratagem.agents._backend import (
 from stratagem.agents._client import Completion, ModelClient, RetryPolicy
 from stratagem.agents._decomposer import Decomposer, Decomposition, LLMDecomposer, Subtask
 from stratagem.agents._defaults import default_backend
-from stratagem.agents._endpoints import BackendName, EndpointConfig, build_backend
+from stratagem.agents._endpoints import (
+    BackendName,
+    EndpointConfig,
+    build_backend,
+    check_endpoint,
+)
 from stratagem.agents._judge import (
     Checker,
     Judge,
@@ -102,6 +107,7 @@ __all__ = [
     "VerifierJudge",
     "build_backend",
     "capabilities_for",
+    "check_endpoint",
     "complete_structured",
     "default_backend",
     "detect_backend",

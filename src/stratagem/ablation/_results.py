@@ -99,8 +99,7 @@ class ResultsStore:
             self._conn.close()
             raise LedgerFormatError(
                 f"{self.path} is not a results file this stratagem reads (empty, another "
-                "kind, or written by a newer stratagem): pass an output folder's "
-                "results.sqlite, or upgrade stratagem"
+                "kind, or written by a newer stratagem, which an upgrade reads)"
             )
 
     def _writable(self) -> None:

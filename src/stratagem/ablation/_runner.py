@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
@@ -25,10 +26,18 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from stratagem._sqlite import connect_readonly
 from stratagem.ablation._config import AblationConfig
 from stratagem.ablation._executors import Executor, LocalExecutor
 from stratagem.ablation._results import ResultsStore
-from stratagem.agents import ChatBackend, EndpointConfig, LLMSolver, ModelClient, build_backend
+from stratagem.agents import (
+    ChatBackend,
+    EndpointConfig,
+    LLMSolver,
+    ModelClient,
+    build_backend,
+    check_endpoint,
+)
 from stratagem.budgets import (
     AllocationPolicy,
     LedgerEntry,
@@ -39,7 +48,7 @@ from stratagem.budgets import (
     group_entries,
     sum_entries,
 )
-from stratagem.errors import ConfigError, RunError
+from stratagem.errors import ConfigError, LedgerFormatError, RunError
 from stratagem.graphs import (
     RunResult,
     RunSpec,
@@ -203,8 +212,15 @@ class Sweep:
         """Draw the tasks and read the prices a config names.
 
         Raises:
-            ConfigError: For an unknown suite, bad suite parameters or a bad price file.
+            ConfigError: For an unknown suite, bad suite parameters, a bad price file, or
+                an endpoint that cannot be built (no model, no key).
         """
+        for where, endpoint in (("endpoint", config.endpoint),
+                                *((f"roles.{r}", e) for r, e in config.roles.items())):
+            try:
+                check_endpoint(endpoint)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
         for i, topo in enumerate(config.grid.topologies):
             try:  # a bad parameter is the user's mistake: refuse it before anything runs
                 resolve_topology(topo.name)(**check_params(topo.name, topo.params()))
@@ -398,14 +414,19 @@ async def run_ablation(
         ConfigError: For a config that cannot run (unknown suite, missing model, ...).
     """
     executor = executor if executor is not None else LocalExecutor()
-    sweep = Sweep.from_config(config)  # first: a config that cannot run leaves no folder
+    # Every check first: a config that cannot run creates nothing, and a refused one leaves
+    # an existing folder byte-identical.
+    sweep = Sweep.from_config(config)
     out = config.output
+    settings = run_settings(sweep)
+    check_output_folder(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     planned = sweep.plan()
     outcome = AblationOutcome(out, len(planned), executor=executor.name,
                               simulated=config.endpoint.backend == "simulated")
-    with LedgerStore(out / "ledger.sqlite") as store, ResultsStore(out / "results.sqlite") as rs:
-        reconcile_settings(rs, run_settings(sweep))  # a refusal runs nothing
+    # Results first: the file that decides what is done is opened before a ledger is made.
+    with ResultsStore(out / "results.sqlite") as rs, LedgerStore(out / "ledger.sqlite") as store:
+        reconcile_settings(rs, settings)  # again, under the lock: a refusal runs nothing
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
@@ -499,6 +520,24 @@ def _scope_label(scope: str) -> str:
             "policy": f"policy {name!r}"}[kind]
 
 
+def _refuse_changed_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
+    recorded = results.settings()
+    used = results.scopes_in_use()
+    changes = []
+    for scope, now in settings.items():
+        if scope in recorded and scope in used and recorded[scope] != now:
+            changes += _changed(json.loads(recorded[scope]), json.loads(now),
+                                _scope_label(scope))
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
+                                          if len(changes) > 4 else "")
+        raise ConfigError(
+            f"{results.path.parent} holds finished runs made with other settings "
+            f"({shown}): they would be skipped and mixed with runs made with these. Give "
+            "this config a new `output` folder (or `--output`), or change the settings back"
+        )
+
+
 def reconcile_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
     """Refuse to add runs made with other settings to an output folder's finished ones;
     record the settings of scopes no finished run depends on yet.
@@ -507,26 +546,54 @@ def reconcile_settings(results: ResultsStore, settings: Mapping[str, str]) -> No
         ConfigError: Naming each setting that changed, and the fixes.
     """
     with results.exclusive():
+        _refuse_changed_settings(results, settings)
         recorded = results.settings()
         used = results.scopes_in_use()
-        changes = []
-        for scope, now in settings.items():
-            if scope in recorded and scope in used and recorded[scope] != now:
-                changes += _changed(json.loads(recorded[scope]), json.loads(now),
-                                    _scope_label(scope))
-        if changes:
-            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
-                                              if len(changes) > 4 else "")
-            raise ConfigError(
-                f"{results.path.parent} holds finished runs made with other settings "
-                f"({shown}): they would be skipped and mixed with runs made with these. Give "
-                "this config a new `output` folder (or `--output`), or change the settings "
-                "back"
-            )
         # Scopes no run depends on yet take these settings; so do scopes of a folder written
         # before settings were recorded (its runs' own cannot be known: these resume it).
         results.record_settings({k: v for k, v in settings.items()
                                  if k not in used or k not in recorded})
+
+
+def check_output_folder(out: Path, settings: Mapping[str, str] | None = None) -> None:
+    """Refuse an output folder an ablation cannot write into, reading it only: nothing is
+    created or changed, so a refusal leaves it byte-identical.
+
+    Checked: ``out`` is a folder (or does not exist yet); the ``results.sqlite``,
+    ``ledger.sqlite`` and ``checkpoints.sqlite`` in it, if any, are files of their kind that
+    this stratagem reads; and, given ``settings`` (:func:`run_settings`), that its finished
+    runs were made with them.
+
+    Raises:
+        ConfigError: Naming the file and the fix.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file, not a folder: give `output` (or "
+                          "--output) a folder path")
+    if not out.is_dir():
+        return
+    hint = "give this config a new `output` folder (or --output), or remove the file"
+    results, ledger, checkpoints = (out / "results.sqlite", out / "ledger.sqlite",
+                                    out / "checkpoints.sqlite")
+
+    def there(path: Path) -> bool:  # an empty file is a new database to SQLite: no check
+        return path.exists() and (not path.is_file() or path.stat().st_size > 0)
+
+    try:
+        if there(results):
+            with ResultsStore(results, readonly=True) as rs:
+                if settings is not None:
+                    _refuse_changed_settings(rs, settings)
+        if there(ledger):
+            LedgerStore(ledger, readonly=True).close()
+    except LedgerFormatError as exc:
+        raise ConfigError(f"{exc}; {hint}") from exc
+    if there(checkpoints):
+        try:
+            connect_readonly(checkpoints).close()
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise ConfigError(f"{checkpoints} is not a checkpoint file ({exc}); {hint}") \
+                from exc
 
 
 def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:

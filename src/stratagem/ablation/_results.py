@@ -150,13 +150,15 @@ class ResultsStore:
             raise
         self._conn.execute("COMMIT")
 
-    def add(self, record: RunRecord) -> None:
-        """Store one run's record (durably; a second record for the same run is ignored)."""
+    def add(self, record: RunRecord, *, replace: bool = False) -> None:
+        """Store one run's record durably. A second record for the same run is ignored,
+        unless ``replace`` (a rerun of a failed run: the new record replaces the old)."""
         self._writable()
         data = json.dumps(redact_value(record.model_dump(mode="json")))
+        verb = "REPLACE" if replace else "IGNORE"
         with self._lock:
             try:
-                self._conn.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?)",
+                self._conn.execute(f"INSERT OR {verb} INTO runs VALUES (?, ?, ?)",
                                    (record.run_id, record.cell, data))
             except sqlite3.Error as exc:
                 raise LedgerError(f"could not write results to {self.path}: {exc}") from exc

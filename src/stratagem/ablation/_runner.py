@@ -9,6 +9,10 @@ executor (:mod:`stratagem.ablation._executors`: in this process, or on a Ray clu
 the only writer of the output folder. Each finished run's ledger rows are appended first and
 its record last; a run is done once its record is in ``results.sqlite``, so a rerun of the
 same config skips it, and resumes interrupted ones (from their checkpoints, locally).
+
+A run *needs a retry* (:func:`needs_retry`) when it lost model calls to endpoint failures or
+failed outright; ``retry_failed=True`` reruns exactly those, from scratch (see
+:func:`run_ablation`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,8 @@ __all__ = [
     "PlannedRun",
     "RunOutcome",
     "Sweep",
+    "check_output_folder",
+    "needs_retry",
     "plan_runs",
     "run_ablation",
 ]
@@ -92,6 +98,9 @@ class PlannedRun:
     seed: int
     suite: str
     task: Task
+    retry: int = 0
+    """0 for a first execution; N for the N-th rerun by ``retry_failed`` (its ledger rows
+    carry the label ``retry=N``, and its record counts those rows only)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,11 @@ class AblationOutcome:
         failed: Runs that ended with an error (recorded, ``correct=False``).
         lost_calls: Runs that finished but lost model calls through every retry (e.g. an
             endpoint outage): their results say less than they seem to.
+        retried: Runs rerun now by ``retry_failed``.
+        to_retry: Run ids of the planned runs in the folder that, once this call is done,
+            still lost calls or failed (:func:`needs_retry`): the runs ``retry_failed``
+            would rerun. The CLI exits 1 when there are any.
+        failed_attempts: Ledger rows of those runs with status ``error`` or ``cancelled``.
         interrupted: Whether it stopped early (Ctrl-C); rerun to finish.
         simulated: Whether the simulated backend produced the results.
         executor: The executor that ran them (``local``, ``ray``).
@@ -133,6 +147,9 @@ class AblationOutcome:
     skipped: int = 0
     failed: int = 0
     lost_calls: int = 0
+    retried: int = 0
+    to_retry: list[str] = field(default_factory=list)
+    failed_attempts: int = 0
     interrupted: bool = False
     simulated: bool = False
     paths: dict[str, Path] = field(default_factory=dict)
@@ -341,12 +358,16 @@ class Sweep:
             seed=plan.seed, temperature=config.run.temperature,
             labels={"topology": plan.topology, "budget": str(plan.budget),
                     "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
-                    "task": plan.task.id, "cell": plan.cell},
+                    "task": plan.task.id, "cell": plan.cell,
+                    **({"retry": str(plan.retry)} if plan.retry else {})},
             run_id=plan.run_id, task_id=plan.task.id, solver=solver,
             verifier=suite.verifier(plan.task), pricing=self.pricing,
         )
         t0 = time.perf_counter()
         result, error = None, None
+        if plan.retry and saver is not None:
+            # A rerun starts over: the failed execution's checkpoint would only replay it.
+            await saver.adelete_thread(plan.run_id)
         try:
             result = await arun_task(spec, client, checkpoint=saver, graph=graph)
         except RunError as exc:
@@ -400,6 +421,7 @@ async def run_ablation(
     config_text: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     executor: Executor | None = None,
+    retry_failed: bool = False,
 ) -> AblationOutcome:
     """Run (or resume) the ablation ``config`` describes; write results, ledger, report.
 
@@ -409,9 +431,15 @@ async def run_ablation(
         on_progress: Called with (finished, total) after every run.
         executor: Where the runs execute (:class:`LocalExecutor` by default; see
             :class:`RayExecutor`). Whatever it is, this process alone writes the output.
+        retry_failed: Rerun exactly the finished runs of the existing output folder that
+            need a retry (:func:`needs_retry`), and nothing else. Each starts over with a
+            fresh budget (its checkpoint is dropped); its ledger rows carry the label
+            ``retry=N`` and its new record, which replaces the old one, counts only those.
+            The earlier attempts stay in the ledger: they were billed.
 
     Raises:
-        ConfigError: For a config that cannot run (unknown suite, missing model, ...).
+        ConfigError: For a config that cannot run (unknown suite, missing model, ...), or
+            ``retry_failed`` without an output folder that has results.
     """
     executor = executor if executor is not None else LocalExecutor()
     # Every check first: a config that cannot run creates nothing, and a refused one leaves
@@ -420,6 +448,9 @@ async def run_ablation(
     out = config.output
     settings = run_settings(sweep)
     check_output_folder(out, settings)
+    if retry_failed and not (out / "results.sqlite").is_file():
+        raise ConfigError(f"--retry-failed reruns the failed runs of an existing output "
+                          f"folder, and {out} has no results: run without --retry-failed")
     out.mkdir(parents=True, exist_ok=True)
     planned = sweep.plan()
     outcome = AblationOutcome(out, len(planned), executor=executor.name,
@@ -430,8 +461,14 @@ async def run_ablation(
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
-        done = rs.done()
-        todo = [p for p in planned if p.run_id not in done]
+        if retry_failed:
+            retry = {r.run_id for r in rs.records() if needs_retry(r)}
+            todo = [replace(p, retry=_next_retry(ledger, p.run_id))
+                    for p in planned if p.run_id in retry]
+            outcome.retried = len(todo)
+        else:
+            done = rs.done()
+            todo = [p for p in planned if p.run_id not in done]
         outcome.skipped = len(planned) - len(todo)
         finished = outcome.skipped
         if on_progress:
@@ -441,7 +478,7 @@ async def run_ablation(
             async with aclosing(executor.execute(sweep, todo, ledger=ledger,
                                                  checkpoints=checkpoints)) as results:
                 async for result in results:
-                    _write(ledger, rs, result)
+                    _write(ledger, rs, result, replace=retry_failed)
                     outcome.ran += 1
                     outcome.failed += result.record.error is not None
                     outcome.lost_calls += (result.record.error is None
@@ -451,6 +488,12 @@ async def run_ablation(
                         on_progress(finished, len(planned))
         except (KeyboardInterrupt, asyncio.CancelledError):
             outcome.interrupted = True
+        planned_ids = {p.run_id for p in planned}
+        outcome.to_retry = [r.run_id for r in rs.records()
+                            if r.run_id in planned_ids and needs_retry(r)]
+        outcome.failed_attempts = sum(
+            e.status != "ok" for run_id in outcome.to_retry
+            for e in ledger.entries(run_id=run_id))
         outcome.paths["results"] = out / "results.sqlite"
         outcome.paths["ledger"] = out / "ledger.sqlite"
         if not outcome.interrupted:
@@ -596,13 +639,35 @@ def check_output_folder(out: Path, settings: Mapping[str, str] | None = None) ->
                 from exc
 
 
-def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:
+def needs_retry(record: RunRecord) -> bool:
+    """Whether a finished run lost model calls to endpoint failures, or failed: the runs
+    ``stratagem ablate --retry-failed`` reruns, and the reason it exits 1.
+
+    A run *lost calls* when a model call failed through every retry of the client and the
+    graph went on without it (``failed_calls > 0``: a lost branch, judge verdict or node).
+    Every attempt of such a call is a ledger row with status ``error`` (the endpoint's HTTP
+    status or transport error: refused, 429/5xx, timeout, connection, malformed reply) or
+    ``cancelled`` (cut short when its run stopped). A reply that did not parse is not lost
+    (the model answered), nor is a call the budget refused. A run *failed* when it raised
+    (``error`` is set, ``correct`` is False). Either way its record says less than it seems.
+    """
+    return record.failed_calls > 0 or record.error is not None
+
+
+def _next_retry(ledger: TokenLedger, run_id: str) -> int:
+    # One more than any execution the ledger has seen, an interrupted rerun's included.
+    seen = [int(e.labels.get("retry", "0") or 0) for e in ledger.entries(run_id=run_id)]
+    return max(seen, default=0) + 1
+
+
+def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome, *,
+           replace: bool = False) -> None:
     # Rows first, record last: a crash in between leaves the rows of a run that is not done
     # (it reruns; those calls were billed, so the ledger keeps them), never a done run whose
     # calls are missing. Rows the ledger already has (recorded live) are skipped by id.
     ledger.extend(outcome.entries)
     for transfer in outcome.transfers:
         ledger.record_transfer(transfer)
-    results.add(outcome.record)
+    results.add(outcome.record, replace=replace)
 
 

@@ -3,8 +3,8 @@
 A loopback server fails every request about two of the four tasks (HTTP 500 through every
 retry), then recovers. The first ablation writes all four records and exits 1 with one line
 that says how many runs lost calls and how to rerun them; a plain rerun skips every run and
-still exits 1; ``--retry-failed`` reruns exactly the two, whose new records count only the
-new execution, and exits 0.
+still exits 1; ``--retry-failed`` reruns exactly the two, asking their failed calls again,
+and exits 0.
 """
 
 from __future__ import annotations
@@ -113,14 +113,63 @@ def test_lost_calls_exit_1_and_retry_failed_reruns_exactly_those_runs(
         if tid not in lost:
             assert record == before[tid]  # untouched
             continue
-        assert record.correct and record.failed_calls == 0 and record.error_calls == 0
+        assert record.correct and record.failed_calls == 0
         assert record.run_id == before[tid].run_id
         ledger = TokenLedger.open(out / "ledger.sqlite", readonly=True)
         rows = ledger.entries(run_id=record.run_id)
-        # The failed execution's attempts stay in the ledger (billed); the new record counts
-        # the rerun's rows only, which carry the label retry=1.
-        assert {e.labels.get("retry") for e in rows if e.status == "error"} == {None}
-        mine = [e for e in rows if e.labels.get("retry") == "1"]
-        assert mine and all(e.status == "ok" for e in mine)
-        assert record.calls == len(mine) < len(rows)
-        assert record.tokens_total == sum(e.prompt_tokens + e.completion_tokens for e in mine)
+        # The failed attempts stay in the ledger (billed) and in the record; the call asked
+        # again is the only one with the label retry=1; nothing is counted twice.
+        failed = [e for e in rows if e.status == "error"]
+        again = [e for e in rows if e.labels.get("retry") == "1"]
+        assert failed and {e.labels.get("retry") for e in failed} == {None}
+        assert again and all(e.status == "ok" for e in again)
+        assert (record.calls, record.error_calls) == (len(rows), len(failed))
+        assert len(rows) == len(failed) + len(again) == before[tid].calls + len(again)
+        assert record.tokens_total == sum(e.prompt_tokens + e.completion_tokens for e in rows)
+
+
+class OneSampleDown:
+    """HTTP 500 for the second sample (seed 1) of the FAILING tasks until healed."""
+
+    def __init__(self) -> None:
+        self.healed = False
+        self.asked: list[tuple[str, int | None]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> FakeReply:
+        text = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        task = next(t for t in TASKS if t.question in text)
+        with self._lock:
+            self.asked.append((task.question, body.get("seed")))
+        if task.question in FAILING and body.get("seed") == 1 and not self.healed:
+            raise RuntimeError("upstream is down")
+        return FakeReply(f"Working.\nAnswer: {task.answer}")
+
+
+def test_a_retry_replays_the_calls_that_succeeded_and_asks_only_the_lost_one(
+        cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    responder = OneSampleDown()
+    with FakeOpenAIServer(responder) as srv:
+        config = tmp_path / "retry.toml"
+        text = CONFIG.format(output=out.as_posix(), base_url=srv.base_url, durable="true")
+        text = text.replace('topologies = ["single"]',
+                            'topologies = [{ name = "best_of_n", n = 3, select = "vote" }]')
+        config.write_text(text.replace("budgets = [400]", "budgets = [1600]"),
+                          encoding="utf-8")
+        assert cli("ablate", config, "--no-report").code == 1
+        before = _records(out)
+        asked = len(responder.asked)
+
+        responder.healed = True
+        assert cli("ablate", config, "--no-report", "--retry-failed").code == 0
+
+    # One request per retried run: the lost sample. The two that succeeded were replayed.
+    assert sorted(responder.asked[asked:]) == sorted((q, 1) for q in FAILING)
+    after = _records(out)
+    for tid, record in after.items():
+        if tid in {t.id for t in TASKS if t.question in FAILING}:
+            assert before[tid].failed_calls == 1 and record.failed_calls == 0
+            assert record.calls == before[tid].calls + 1
+        else:
+            assert record == before[tid]

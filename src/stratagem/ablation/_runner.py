@@ -11,8 +11,8 @@ its record last; a run is done once its record is in ``results.sqlite``, so a re
 same config skips it, and resumes interrupted ones (from their checkpoints, locally).
 
 A run *needs a retry* (:func:`needs_retry`) when it lost model calls to endpoint failures or
-failed outright; ``retry_failed=True`` reruns exactly those, from scratch (see
-:func:`run_ablation`).
+failed outright; ``retry_failed=True`` reruns exactly those, asking the failed calls again
+(see :func:`run_ablation`).
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ class PlannedRun:
     suite: str
     task: Task
     retry: int = 0
-    """0 for a first execution; N for the N-th rerun by ``retry_failed`` (its ledger rows
-    carry the label ``retry=N``, and its record counts those rows only)."""
+    """0 for a first execution; N for the N-th rerun by ``retry_failed`` (the rows of the
+    calls it makes carry the label ``retry=N``)."""
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,8 @@ class Sweep:
         t0 = time.perf_counter()
         result, error = None, None
         if plan.retry and saver is not None:
-            # A rerun starts over: the failed execution's checkpoint would only replay it.
+            # A retry runs from the start, replaying what succeeded (see run_ablation): the
+            # finished checkpoint would only return the failed execution's end state.
             await saver.adelete_thread(plan.run_id)
         try:
             result = await arun_task(spec, client, checkpoint=saver, graph=graph)
@@ -432,10 +433,12 @@ async def run_ablation(
         executor: Where the runs execute (:class:`LocalExecutor` by default; see
             :class:`RayExecutor`). Whatever it is, this process alone writes the output.
         retry_failed: Rerun exactly the finished runs of the existing output folder that
-            need a retry (:func:`needs_retry`), and nothing else. Each starts over with a
-            fresh budget (its checkpoint is dropped); its ledger rows carry the label
-            ``retry=N`` and its new record, which replaces the old one, counts only those.
-            The earlier attempts stay in the ledger: they were billed.
+            need a retry (:func:`needs_retry`), and nothing else. Each runs again from the
+            start (its checkpoint is dropped): the model calls that succeeded replay from
+            the ledger, charged as then and not sent again, and the calls recorded as
+            failed through every retry are asked again (their new rows carry the label
+            ``retry=N``). Its new record replaces the old one and counts every row of the
+            run, the failed attempts included: they were billed.
 
     Raises:
         ConfigError: For a config that cannot run (unknown suite, missing model, ...), or
@@ -465,6 +468,8 @@ async def run_ablation(
             retry = {r.run_id for r in rs.records() if needs_retry(r)}
             todo = [replace(p, retry=_next_retry(ledger, p.run_id))
                     for p in planned if p.run_id in retry]
+            for plan in todo:
+                _ask_failures_again(ledger, plan.run_id)
             outcome.retried = len(todo)
         else:
             done = rs.done()
@@ -652,6 +657,15 @@ def needs_retry(record: RunRecord) -> bool:
     (``error`` is set, ``correct`` is False). Either way its record says less than it seems.
     """
     return record.failed_calls > 0 or record.error is not None
+
+
+def _ask_failures_again(ledger: TokenLedger, run_id: str) -> None:
+    # A rerun replays every recorded outcome, a failure included ("fails the same way");
+    # a retry is there to ask those again. An outcome without call ids does not replay, so
+    # each failure is kept, nested, under a marker; its rows are charged, not replayed.
+    for key, outcome in ledger.replies(run_id).items():
+        if "error" in outcome and "call_ids" in outcome:
+            ledger.record_reply(run_id, key, {"asked_again": outcome})
 
 
 def _next_retry(ledger: TokenLedger, run_id: str) -> int:

@@ -49,11 +49,17 @@ class TokenLedger:
         self._replies: dict[str, dict[str, dict[str, Any]]] = {}
         self._store = store
         if store is not None:
-            if not getattr(store, "readonly", False):
+            if not store.readonly:
                 self.recovered = store.recover(e for owner, e in store.intents()
                                                if not _owner_alive(owner))
             for e in store.entries():
                 self._remember(e)
+            if store.readonly:
+                # What a writer would recover, shown without writing it: a read-only audit
+                # of a crashed folder must not undercount the requests lost in flight.
+                for owner, e in store.intents():
+                    if not _owner_alive(owner) and e.call_id not in self._ids:
+                        self._remember(e)
             for t in store.transfers():
                 self._transfer_ids.add(t.event_id)
                 self._transfers.append(t)

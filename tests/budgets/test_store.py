@@ -198,3 +198,29 @@ def test_a_read_only_store_refuses_what_is_not_a_ledger(
         LedgerStore(path, readonly=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ([] if content is None
                                                           else ["ledger.sqlite"])
+
+
+def test_a_read_only_ledger_shows_requests_lost_in_a_crash_without_writing_them(
+        tmp_path: Path) -> None:
+    import hashlib
+    import socket
+
+    path = tmp_path / "ledger.sqlite"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lost = LedgerEntry(role="solver", model="m", prompt_tokens=30, completion_tokens=200,
+                       status="lost", usage_source="bound")
+    with LedgerStore(path) as store:
+        store.append(LedgerEntry(role="planner", model="m", prompt_tokens=5))
+        store.open_intent(lost, f"{socket.gethostname()}:{dead.pid}")  # then the process died
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    seen = TokenLedger.open(path, readonly=True)
+
+    assert lost.call_id in seen and seen.totals().total_tokens == 235
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]
+    writer = TokenLedger.open(path)  # a writer turns the intent into a row, as before
+    assert writer.recovered == 1 and writer.totals().total_tokens == 235
+    assert writer.store is not None
+    writer.store.close()

@@ -50,7 +50,7 @@ def _config(tmp_path: Path, out: Path, text: str = GOOD, **replace: str) -> Path
 
 @pytest.mark.parametrize(("edit", "says"), [
     ({"[[suites]]": "[run]\nsplit = {solver = -1.0}\n\n[[suites]]"},
-     "run.split.solver: Input should be greater than or equal to 0"),
+     "run.split.solver: is -1.0: role shares are non-negative weights"),
     ({"[[suites]]": "[run]\nsplit = {solver = 0.0}\n\n[[suites]]"},
      "run.split: needs at least one positive share"),
     ({'backend = "simulated"': 'backend = "vllm"\nbase_url = "http://127.0.0.1:9/v1"'},

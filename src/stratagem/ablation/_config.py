@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -215,6 +216,13 @@ class GridConfig(_Strict):
         return value
 
 
+def _share(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"is {value}: role shares are non-negative weights (normalized to "
+                         "the budget), e.g. split = {solver = 0.8, judge = 0.2}")
+    return value
+
+
 class RunSettings(_Strict):
     """How each run is carried out."""
 
@@ -230,7 +238,7 @@ class RunSettings(_Strict):
     """Judge confidence below which judge_feedback moves budget."""
     max_output: Int = Field(default=256, ge=1)
     """Output cap per solver call (budgets clamp it further)."""
-    split: dict[str, Annotated[Float, Field(ge=0)]] | None = None
+    split: dict[str, Annotated[float, Field(strict=True), AfterValidator(_share)]] | None = None
     """Role shares of each run's budget (default per topology): non-negative weights, at
     least one of them positive."""
     durable: Bool = True

@@ -107,13 +107,12 @@ def _export_otlp(path: Path, endpoint: str | None) -> None:
         )
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
-    with LedgerStore(_ledger_path(path)) as store:
-        ledger = TokenLedger(store)
-        exporter = otlp_exporter(endpoint)
-        try:
-            sent = export_ledger(ledger, exporter)
-        except RuntimeError as exc:
-            raise ConfigError(f"{exc}: is a collector listening at {endpoint}?") from exc
-        finally:
-            exporter.shutdown()
+    ledger = TokenLedger.open(_ledger_path(path), readonly=True)  # exporting changes nothing
+    exporter = otlp_exporter(endpoint)
+    try:
+        sent = export_ledger(ledger, exporter)
+    except RuntimeError as exc:
+        raise ConfigError(f"{exc}: is a collector listening at {endpoint}?") from exc
+    finally:
+        exporter.shutdown()
     typer.echo(f"exported {sent} chat span(s) to {endpoint}")

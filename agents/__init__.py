@@ -26,7 +26,12 @@ from stratagem.agents._decomposer import (
     SubtaskDict,
 )
 from stratagem.agents._defaults import default_backend
-from stratagem.agents._endpoints import BackendName, EndpointConfig, build_backend
+from stratagem.agents._endpoints import (
+    BackendName,
+    EndpointConfig,
+    build_backend,
+    check_endpoint,
+)
 from stratagem.agents._judge import (
     Checker,
     Judge,
@@ -116,6 +121,7 @@ __all__ = [
     "answers_match",
     "build_backend",
     "capabilities_for",
+    "check_endpoint",
     "complete_structured",
     "default_backend",
     "detect_backend",

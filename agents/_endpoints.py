@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stratagem.agents._backend import ChatBackend
 from stratagem.agents._local import ensure_local_server
 from stratagem.agents._openai import OpenAIBackend
 from stratagem.errors import ConfigError
 
-__all__ = ["BackendName", "EndpointConfig", "build_backend"]
+__all__ = ["BackendName", "EndpointConfig", "build_backend", "check_endpoint"]
 
 BackendName = Literal["local", "openai", "vllm", "ollama", "llamacpp", "lmstudio", "generic",
                       "simulated"]
 """The endpoint kinds a config may name."""
+
+_NEEDS_NO_MODEL = ("local", "simulated")
 
 
 class EndpointConfig(BaseModel):
@@ -31,16 +33,26 @@ class EndpointConfig(BaseModel):
     base_url: str | None = None
     """The endpoint URL (``STRATAGEM_BASE_URL``/``OPENAI_BASE_URL`` if unset)."""
     model: str | None = None
-    """The model name (``STRATAGEM_MODEL`` if unset; required for remote endpoints)."""
+    """The model name (required for every backend but ``local`` and ``simulated``)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key."""
-    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    # Strict numbers: a quoted one ("4") in a config is a mistake to name, not to convert.
+    max_concurrency: Annotated[int, Field(strict=True)] | None = Field(default=None, ge=1,
+                                                                       le=1024)
     """Requests in flight to this endpoint (default per backend kind)."""
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: Annotated[float, Field(strict=True)] = Field(default=120.0, gt=0)
     """Read timeout of one attempt."""
     cap_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     """The request field that caps output on this server (default per backend kind). A
     server that ignores the one sent is detected on its first reply and switched."""
+
+    @model_validator(mode="after")
+    def _model_named(self) -> EndpointConfig:
+        # Refused when a config loads, before an output folder exists.
+        if self.backend not in _NEEDS_NO_MODEL and not (self.model or "").strip():
+            raise ValueError(f"model: a model name is required for backend "
+                             f"{self.backend!r}: set model = \"...\", e.g. \"gpt-4o-mini\"")
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -54,6 +66,23 @@ class EndpointConfig(BaseModel):
         return os.environ.get(self.api_key_env) or os.environ.get("STRATAGEM_API_KEY")
 
 
+def check_endpoint(endpoint: EndpointConfig) -> None:
+    """Refuse an endpoint that cannot be built, without building it (no server is started,
+    nothing is contacted): a remote one with no model, ``openai`` with no key or URL.
+
+    Raises:
+        ConfigError: Naming what is missing and how to give it.
+    """
+    if endpoint.backend in _NEEDS_NO_MODEL:
+        return
+    if not endpoint.model:
+        raise ConfigError(f"a model name is required for backend {endpoint.backend!r}: "
+                          'set model = "..." (or --model), e.g. "gpt-4o-mini"')
+    if endpoint.backend == "openai" and not endpoint.base_url and not endpoint.api_key():
+        raise ConfigError(f"backend 'openai' needs an API key: set {endpoint.api_key_env} "
+                          "(or STRATAGEM_API_KEY) in the environment")
+
+
 def build_backend(endpoint: EndpointConfig, tasks: Sequence[Any] = (),
                   effects: Any = None) -> ChatBackend:
     """The backend an endpoint config names.
@@ -65,8 +94,10 @@ def build_backend(endpoint: EndpointConfig, tasks: Sequence[Any] = (),
     required.
 
     Raises:
-        ConfigError: If a remote endpoint has no model, or ``openai`` has no API key.
+        ConfigError: If a remote endpoint has no model, or ``openai`` has no API key
+            (:func:`check_endpoint`).
     """
+    check_endpoint(endpoint)
     if endpoint.backend == "simulated":
         # Imported here: the simulator is built on this package.
         from stratagem.simulate import SimulatedModel, sim_tasks  # noqa: PLC0415
@@ -77,13 +108,7 @@ def build_backend(endpoint: EndpointConfig, tasks: Sequence[Any] = (),
         server = ensure_local_server()
         return OpenAIBackend(server.model, base_url=server.base_url, api_key="local",
                              backend="llama-cpp-python", timeout_s=endpoint.timeout_s)
-    model = endpoint.model
-    if not model:
-        raise ConfigError(f"a model name is required for backend {endpoint.backend!r}: "
-                          'set model = "..." (or --model), e.g. "gpt-4o-mini"')
-    if endpoint.backend == "openai" and not endpoint.base_url and not endpoint.api_key():
-        raise ConfigError(f"backend 'openai' needs an API key: set {endpoint.api_key_env} "
-                          "(or STRATAGEM_API_KEY) in the environment")
+    model = str(endpoint.model)  # check_endpoint refused an endpoint without one
     return OpenAIBackend(model, base_url=endpoint.base_url, api_key=endpoint.api_key(),
                          backend=endpoint.backend, timeout_s=endpoint.timeout_s,
                          cap_field=endpoint.cap_field)

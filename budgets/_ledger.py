@@ -13,11 +13,10 @@ from stratagem.budgets._aggregate import UsageTotals, filter_entries, group_entr
 from stratagem.budgets._entries import LedgerEntry, Transfer
 from stratagem.budgets._export import export_csv, export_jsonl
 from stratagem.budgets._frames import entries_frame
+from stratagem.budgets._store import LedgerStore, Synchronous
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from stratagem.budgets._store import LedgerStore
 
 __all__ = ["TokenLedger"]
 
@@ -54,11 +53,17 @@ class TokenLedger:
         self._replies: dict[str, dict[str, dict[str, Any]]] = {}
         self._store = store
         if store is not None:
-            if not getattr(store, "readonly", False):
+            if not store.readonly:
                 self.recovered = store.recover(e for owner, e in store.intents()
                                                if not _owner_alive(owner))
             for e in store.entries():
                 self._remember(e)
+            if store.readonly:
+                # What a writer would recover, shown without writing it: a read-only audit
+                # of a crashed folder must not undercount the requests lost in flight.
+                for owner, e in store.intents():
+                    if not _owner_alive(owner) and e.call_id not in self._ids:
+                        self._remember(e)
             for t in store.transfers():
                 self._transfer_ids.add(t.event_id)
                 self._transfers.append(t)
@@ -70,6 +75,38 @@ class TokenLedger:
         self._ids[entry.call_id] = entry
         self._entries.append(entry)
         self._by_run.setdefault(entry.run_id, []).append(entry)
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False,
+             synchronous: Synchronous = "normal") -> TokenLedger:
+        """The ledger in the file at ``path`` (created if missing, unless ``readonly``).
+
+        With ``readonly=True`` the file is read once and closed, and nothing is created or
+        changed beside it (see :class:`LedgerStore`): this is how ``stratagem audit`` and
+        ``report`` read a folder the user may only read. Appending to such a ledger raises
+        :class:`~stratagem.errors.LedgerError`; otherwise the ledger writes through to the
+        file, whose store the caller closes (``ledger.store.close()``).
+
+        Raises:
+            LedgerFormatError: If the file is not a stratagem ledger (or, read-only, does not
+                exist).
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "ledger.sqlite"
+            >>> ledger = TokenLedger.open(path)
+            >>> _ = ledger.append(LedgerEntry(role="solver", model="m", prompt_tokens=3))
+            >>> ledger.store.close()
+            >>> TokenLedger.open(path, readonly=True).totals().prompt_tokens
+            3
+        """
+        store = LedgerStore(path, readonly=readonly, synchronous=synchronous)
+        if not readonly:
+            return cls(store)
+        try:
+            return cls(store)
+        finally:
+            store.close()  # every row is in memory; appends still meet the read-only store
 
     @property
     def store(self) -> LedgerStore | None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from stratagem._sqlite import connect_readonly
 from stratagem.budgets._aggregate import (
     GROUPABLE_FIELDS,
     UsageTotals,
@@ -112,18 +113,29 @@ class LedgerStore:
     loss, at the cost of an fsync per row. Appending a ``call_id`` that is already stored is a
     no-op. One store may be shared by threads; several processes may open the same file.
 
+    With ``readonly=True`` the file is only read: nothing is created or changed in its folder
+    (no ``-wal``/``-shm`` files, no schema), so a ledger in a folder the user may only read,
+    or on a read-only file system, opens; every write raises :class:`LedgerError`.
+
     Args:
         path: A file path, or ``":memory:"`` for a throwaway store.
         synchronous: ``"normal"`` (durable against process crashes; the default) or
             ``"full"`` (also against power loss).
+        readonly: Open an existing ledger file for reading only.
 
     Raises:
         LedgerFormatError: If the file is not a stratagem ledger, or was written by a newer
-            stratagem with a schema this version cannot read.
+            stratagem with a schema this version cannot read; with ``readonly``, also if it
+            does not exist or cannot be read.
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "normal"):
+    def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "normal",
+                 readonly: bool = False):
         self.path = str(path)
+        self.readonly = readonly
+        """Whether the store was opened for reading only."""
+        self._select = ", ".join(_CALL_COLUMNS)
+        self._tables: set[str] | None = None  # read-only: the tables the file has
         self._lock = threading.Lock()
         self._closed = False
         if synchronous not in ("normal", "full"):
@@ -133,9 +145,12 @@ class LedgerStore:
         if self.path != ":memory:" and Path(self.path).is_dir():
             raise LedgerFormatError(f"{self.path} is a directory: give a ledger file path")
         try:
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
+            if readonly:
+                self._conn = self._connect_readonly()
+            else:
+                self._conn = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+                )
         except sqlite3.Error as exc:
             raise LedgerFormatError(f"cannot open ledger {self.path}: {exc}") from exc
         try:
@@ -143,6 +158,22 @@ class LedgerStore:
         except BaseException:
             self._conn.close()
             raise
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            raise LedgerFormatError("a read-only ledger needs a file: pass the path of one")
+        try:
+            return connect_readonly(self.path)
+        except FileNotFoundError as exc:
+            raise LedgerFormatError(f"{self.path} does not exist: pass an existing ledger "
+                                    "file") from exc
+        except sqlite3.OperationalError as exc:
+            raise LedgerFormatError(f"cannot read ledger {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise LedgerFormatError(
+                f"{self.path} is not a stratagem ledger (not an SQLite database: {exc}); "
+                "pass an existing ledger file"
+            ) from exc
 
     def _check_and_init(self, synchronous: Synchronous) -> None:
         try:
@@ -172,6 +203,17 @@ class LedgerStore:
                     f"{self.path} has ledger schema version {version}, but this stratagem reads "
                     f"up to version {SCHEMA_VERSION}: upgrade stratagem to open it"
                 )
+        if self.readonly:
+            if not tables:
+                raise LedgerFormatError(f"{self.path} is not a stratagem ledger (an empty "
+                                        "database); pass an existing ledger file")
+            # Nothing to set up, nothing to write: a version 1 file is read as it is.
+            self._tables = tables
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(ledger_calls)")}
+            if "cap_sent" not in columns:
+                self._select = ", ".join("NULL" if c == "cap_sent" else c
+                                         for c in _CALL_COLUMNS)
+            return
         if self.path != ":memory:":
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -189,6 +231,9 @@ class LedgerStore:
 
     def _write(self, sql: str, params: Iterable[tuple[Any, ...]], many: bool) -> int:
         with self._lock:
+            if self.readonly:
+                raise LedgerError(f"ledger {self.path} was opened read-only; nothing was "
+                                  "recorded")
             if self._closed:
                 raise LedgerError(f"ledger store {self.path} is closed; nothing was recorded")
             try:
@@ -275,11 +320,15 @@ class LedgerStore:
 
     def replies(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The recorded outcomes of ``run_id``'s logical calls, by replay key."""
+        if self._tables is not None and "ledger_replies" not in self._tables:
+            return {}  # a version 1 file opened read-only
         rows = self._read("SELECT key, outcome FROM ledger_replies WHERE run_id = ?", (run_id,))
         return {k: json.loads(v) for k, v in rows}
 
     def intents(self) -> list[tuple[str, LedgerEntry]]:
         """Open intents: ``(owner, row as it would read if lost)``, oldest first."""
+        if self._tables is not None and "ledger_intents" not in self._tables:
+            return []  # a version 1 file opened read-only
         rows = self._read("SELECT owner, entry FROM ledger_intents ORDER BY rowid")
         return [(owner, LedgerEntry.model_validate_json(e)) for owner, e in rows]
 
@@ -331,7 +380,7 @@ class LedgerStore:
                 params.append(value)
             else:
                 rest[key] = value
-        sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM ledger_calls"
+        sql = f"SELECT {self._select} FROM ledger_calls"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._read(sql + " ORDER BY rowid", tuple(params))
@@ -342,7 +391,7 @@ class LedgerStore:
         last = 0
         while True:
             rows = self._read(
-                f"SELECT rowid, {', '.join(_CALL_COLUMNS)} FROM ledger_calls "
+                f"SELECT rowid, {self._select} FROM ledger_calls "
                 "WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (last, batch),
             )
@@ -393,4 +442,4 @@ class LedgerStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LedgerStore({self.path!r})"
+        return f"LedgerStore({self.path!r}{', readonly=True' if self.readonly else ''})"

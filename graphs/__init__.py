@@ -13,7 +13,8 @@ with :class:`RunContext` as its runtime context, and an explicit recursion limit
 
 Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`; or
 describe one run with a :class:`RunSpec` and :func:`run_task` it (what ``stratagem run`` and
-the ablation runner do).
+the ablation runner do). Checkpoints are written through :class:`RedactingSerializer` (no
+secret in clear text).
 :data:`TOPOLOGIES` maps each name to its builder; :func:`check_params` refuses a parameter a
 topology does not take, or a value of the wrong type, before anything runs.
 """
@@ -21,7 +22,7 @@ topology does not take, or a value of the wrong type, before anything runs.
 from __future__ import annotations
 
 from stratagem.graphs._adaptive import adaptive, apply_split
-from stratagem.graphs._checkpoint import sqlite_checkpointer
+from stratagem.graphs._checkpoint import RedactingSerializer, redact_state, sqlite_checkpointer
 from stratagem.graphs._common import (
     accepted,
     answer_key,
@@ -53,6 +54,7 @@ __all__ = [
     "BranchInput",
     "Candidate",
     "CandidateVerdict",
+    "RedactingSerializer",
     "RunContext",
     "RunResult",
     "RunSpec",
@@ -74,6 +76,7 @@ __all__ = [
     "majority_vote",
     "normalize_answer",
     "plan_solve",
+    "redact_state",
     "refine",
     "resolve_topology",
     "resume",

@@ -8,12 +8,18 @@ queued while a commit is in progress share the next one (group commit): each sav
 returns only once its rows are committed, so what survives a crash is unchanged; and if a
 shared commit fails, each save is retried in a transaction of its own, so one bad write fails
 only its own caller, as upstream.
+
+Checkpoints hold the graph state, raw model replies included; a server that quotes the
+``Authorization`` header in a reply would put the key in them. Every checkpointer stratagem
+creates serializes through :class:`RedactingSerializer`, which applies the redaction used for
+logs, ledger rows and exports to each text before it is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,11 +28,15 @@ from typing import Any
 import aiosqlite
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import WRITES_IDX_MAP
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.types import Send
+from pydantic import BaseModel
 
+from stratagem._redact import redact
 from stratagem.errors import ConfigError
 
-__all__ = ["sqlite_checkpointer"]
+__all__ = ["RedactingSerializer", "redact_state", "sqlite_checkpointer"]
 
 _SYNCHRONOUS = ("off", "normal", "full")
 _INSERT = ("INSERT OR {} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
@@ -36,11 +46,74 @@ _REPLACE, _IGNORE = _INSERT.format("REPLACE"), _INSERT.format("IGNORE")
 _Row = tuple[str, str, str, str, str, int, str, str, bytes]
 
 
+def redact_state(value: Any) -> Any:
+    """``value`` with every secret in its texts replaced by ``[REDACTED]``; same shape and types.
+
+    Walks what graph state and checkpoints are made of: mappings (keys too), lists, tuples
+    (named ones included), sets, LangGraph ``Send`` packets, dataclasses and pydantic models.
+    Anything else (numbers, bytes, other objects) is kept as is. Unlike the ledger's
+    redaction, a field is never replaced whole because of its name: a checkpoint must load
+    back with the types it was saved with. Unchanged values are returned as the same object.
+
+    Example:
+        >>> redact_state({"answer": "Bearer abcdefgh12345678", "round": 2})
+        {'answer': '[REDACTED]', 'round': 2}
+    """
+    if isinstance(value, str):
+        cleaned = redact(value)
+        return value if cleaned == value else cleaned
+    if isinstance(value, dict):
+        out = {redact_state(k): redact_state(v) for k, v in value.items()}
+        if len(out) == len(value) and all(k in value and out[k] is value[k] for k in out):
+            return value
+        return out  # a plain dict, also for a dict subclass (state and checkpoints use dict)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [redact_state(v) for v in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+            return type(value)(*items)
+        return type(value)(items)
+    if isinstance(value, Send):
+        arg = redact_state(value.arg)
+        return value if arg is value.arg else Send(value.node, arg)
+    if isinstance(value, BaseModel):
+        update = {name: redact_state(getattr(value, name)) for name in type(value).model_fields}
+        changed = {k: v for k, v in update.items() if v is not getattr(value, k)}
+        return value.model_copy(update=changed) if changed else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: redact_state(getattr(value, f.name))
+                  for f in dataclasses.fields(value) if f.init}
+        changed = {k: v for k, v in fields.items() if v is not getattr(value, k)}
+        return dataclasses.replace(value, **changed) if changed else value
+    return value
+
+
+class RedactingSerializer(JsonPlusSerializer):
+    """LangGraph's default serializer, with secrets redacted from every value it writes.
+
+    A drop-in ``serde=`` for any LangGraph checkpointer: checkpoints and pending writes go
+    through :func:`redact_state` and then through :class:`JsonPlusSerializer` unchanged, so
+    they load back as they always did (with the secrets replaced by ``[REDACTED]``: a run
+    resumed from a checkpoint sees the redacted text, as the ledger and the logs do). It
+    subclasses rather than wraps, so LangGraph's msgpack allowlist keeps applying to it.
+
+    Example:
+        >>> serde = RedactingSerializer()
+        >>> serde.loads_typed(serde.dumps_typed({"reply": "Authorization: Bearer abcdefgh1234"}))
+        {'reply': 'Authorization: [REDACTED]'}
+    """
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        """Serialize ``obj`` with its secrets redacted."""
+        return super().dumps_typed(redact_state(obj))
+
+
 class _GroupCommitSaver(AsyncSqliteSaver):
     """``AsyncSqliteSaver`` whose ``aput_writes`` calls share transactions."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
-        super().__init__(conn)
+        super().__init__(conn, serde=RedactingSerializer())
         self._queue: list[tuple[str, list[_Row], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -131,7 +204,8 @@ async def sqlite_checkpointer(
     """A LangGraph SQLite checkpoint saver on ``path`` (created if missing), in WAL mode.
 
     Open one for many runs (``arun(..., checkpoint=saver)``) rather than a path per run.
-    Branches finishing together share a commit (each still waits for its own).
+    Branches finishing together share a commit (each still waits for its own). Secrets are
+    redacted from everything it writes (:class:`RedactingSerializer`).
 
     Args:
         path: The SQLite file.

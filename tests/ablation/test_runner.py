@@ -410,10 +410,13 @@ def test_a_jsonl_file_edited_in_place_is_a_change_but_its_path_spelling_is_not(
 
 
 def test_settings_of_a_folder_with_no_finished_run_are_replaced(tmp_path: Path) -> None:
-    # A first attempt that stopped before any run finished binds nothing.
-    remote = sim_config(tmp_path / "out", **ONE_CELL, endpoint={"backend": "openai"})
-    with pytest.raises(ConfigError, match="model name is required"):
-        run(remote)
+    # A first attempt that stopped before any run finished (settings recorded) binds nothing.
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(sim_config(tmp_path / "out", **ONE_CELL), on_progress=stop)
+    assert (tmp_path / "out" / "results.sqlite").is_file() and records(tmp_path / "out") == []
     assert run(sim_config(tmp_path / "out", **ONE_CELL, run={"temperature": 0.3})).ran > 0
 
 
@@ -647,11 +650,12 @@ def test_a_bad_suite_is_a_config_error_before_anything_runs(
 
 
 def test_a_remote_endpoint_without_a_model_is_a_config_error(tmp_path: Path) -> None:
-    config = sim_config(tmp_path / "out", endpoint={"backend": "openai"})
-
-    with pytest.raises(ConfigError, match="model name is required"):
-        run(config)
-    assert _nothing_ran(config.output)
+    # Refused when the config loads, with the field path: no folder is ever made.
+    with pytest.raises(ConfigError, match=r"endpoint: model: a model name is required"):
+        sim_config(tmp_path / "out", endpoint={"backend": "openai"})
+    with pytest.raises(ConfigError, match=r"roles.judge: model: a model name is required"):
+        sim_config(tmp_path / "out", roles={"judge": {"backend": "vllm"}})
+    assert not (tmp_path / "out").exists()
 
 
 BAD_TOPOLOGY = {"topologies": ["single", {"name": "best_of_n", "m": 4}], "budgets": [400],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stratagem.budgets import SCHEMA_VERSION, LedgerEntry, LedgerStore, Transfer
+from stratagem.budgets import SCHEMA_VERSION, LedgerEntry, LedgerStore, TokenLedger, Transfer
 from stratagem.errors import LedgerError, LedgerFormatError
 
 
@@ -170,3 +170,57 @@ def test_kill_9_during_appends_loses_no_committed_row(tmp_path: Path, delay: flo
     assert all(e.prompt_tokens == i and e.labels == {"i": str(i)} for i, e in enumerate(rows))
     # At most one row may have been committed after the last announcement.
     assert len(ids) - len(announced) <= 1
+
+
+def test_a_read_only_store_sees_rows_a_live_writer_has_committed(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with LedgerStore(path) as writer:
+        writer.append(LedgerEntry(role="solver", model="m", prompt_tokens=4))
+        assert path.with_name("ledger.sqlite-wal").exists()  # rows still in the WAL
+        with LedgerStore(path, readonly=True) as reader:
+            assert reader.totals().prompt_tokens == 4
+        writer.append(LedgerEntry(role="judge", model="m", prompt_tokens=1))
+    assert TokenLedger.open(path, readonly=True).totals().prompt_tokens == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "does not exist"),
+    (b"", "empty database"),
+    (b"not sqlite at all" * 100, "not an SQLite database"),
+])
+def test_a_read_only_store_refuses_what_is_not_a_ledger(
+        tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "ledger.sqlite"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(LedgerFormatError, match=message):
+        LedgerStore(path, readonly=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if content is None
+                                                          else ["ledger.sqlite"])
+
+
+def test_a_read_only_ledger_shows_requests_lost_in_a_crash_without_writing_them(
+        tmp_path: Path) -> None:
+    import hashlib
+    import socket
+
+    path = tmp_path / "ledger.sqlite"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lost = LedgerEntry(role="solver", model="m", prompt_tokens=30, completion_tokens=200,
+                       status="lost", usage_source="bound")
+    with LedgerStore(path) as store:
+        store.append(LedgerEntry(role="planner", model="m", prompt_tokens=5))
+        store.open_intent(lost, f"{socket.gethostname()}:{dead.pid}")  # then the process died
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    seen = TokenLedger.open(path, readonly=True)
+
+    assert lost.call_id in seen and seen.totals().total_tokens == 235
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]
+    writer = TokenLedger.open(path)  # a writer turns the intent into a row, as before
+    assert writer.recovered == 1 and writer.totals().total_tokens == 235
+    assert writer.store is not None
+    writer.store.close()

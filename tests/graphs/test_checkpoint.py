@@ -1,15 +1,17 @@
-"""The checkpoint saver: WAL + synchronous pragmas, and group commit of branch writes."""
+"""The checkpoint saver: WAL + synchronous pragmas, group commit of branch writes, redaction."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.types import Send
 
-from stratagem.graphs import sqlite_checkpointer
+from stratagem.graphs import RedactingSerializer, redact_state, sqlite_checkpointer
 
 
 async def _checkpoint_config(saver: Any, thread: str = "t") -> dict[str, Any]:
@@ -124,3 +126,60 @@ def test_a_checkpoint_file_is_wal_with_the_asked_fsync_level(tmp_path: Path, syn
         return str(mode), int(fsync)
 
     assert asyncio.run(go()) == ("wal", level)
+
+
+SECRET = "Bearer zq7-checkpoint-secret-0f3e9a"
+
+
+def test_checkpoints_and_pending_writes_are_redacted_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "ck.sqlite"
+
+    async def go() -> Any:
+        async with sqlite_checkpointer(path) as saver:
+            assert isinstance(saver.serde, RedactingSerializer)
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"answer": f"the header was {SECRET}", "round": 3}
+            config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+            saved = await saver.aput(config, checkpoint, {}, {})
+            await saver.aput_writes(saved, [("candidates", [{"text": SECRET, "round": 1}]),
+                                            ("branch", Send("solver", {"previous": SECRET}))],
+                                    task_id="task-1")
+            return await saver.aget_tuple(saved)
+
+    loaded = asyncio.run(go())
+    assert loaded.checkpoint["channel_values"] == {"answer": "the header was [REDACTED]",
+                                                   "round": 3}
+    writes = {channel: value for _, channel, value in loaded.pending_writes}
+    assert writes["candidates"] == [{"text": "[REDACTED]", "round": 1}]
+    assert writes["branch"] == Send("solver", {"previous": "[REDACTED]"})
+    for file in tmp_path.iterdir():  # the database and its WAL, byte for byte
+        assert b"zq7-checkpoint-secret" not in file.read_bytes(), file.name
+
+
+def test_redact_state_keeps_shapes_types_and_unchanged_objects() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Box:
+        text: str
+        n: int
+
+    class Point(NamedTuple):
+        label: str
+        x: int
+
+    state = {"keep": ["plain", 1, None, b"bytes"], "box": Box(SECRET, 2),
+             "point": Point(SECRET, 5), "tags": (SECRET,)}
+    out = redact_state(state)
+    assert out["keep"] is state["keep"]
+    assert out["box"] == Box("[REDACTED]", 2)
+    assert out["point"] == Point("[REDACTED]", 5) and isinstance(out["point"], Point)
+    assert out["tags"] == ("[REDACTED]",)
+    clean = {"a": ["b", {"c": 1}]}
+    assert redact_state(clean) is clean
+
+
+def test_the_redacting_serializer_keeps_langgraphs_msgpack_allowlist() -> None:
+    # LangGraph narrows a saver's serializer with an allowlist when it compiles a graph; a
+    # plain wrapper would lose it (and LangGraph would log that it cannot apply one).
+    narrowed = RedactingSerializer().with_msgpack_allowlist([("some.module", "Thing")])
+    assert isinstance(narrowed, RedactingSerializer)
+    assert narrowed.loads_typed(narrowed.dumps_typed([SECRET])) == ["[REDACTED]"]

@@ -1,5 +1,7 @@
 """Secrets: with an API key set, no log line, ledger row, export, result or report holds it.
 
+Checkpoints (the graph state, raw replies included) are held to the same rule.
+
 The key is distinctive and looks like no known vendor format, so only stratagem's own
 redaction (of the configured key and of ``OPENAI_API_KEY``) can hide it, not a pattern.
 The loopback server is hostile on purpose: it echoes the key back in error bodies (as a
@@ -123,9 +125,10 @@ def test_a_run_writes_the_key_nowhere(key_in_env: None, tmp_path: Path) -> None:
     assert len(errors) == 2 and all("[REDACTED]" in e for e in errors)
     assert all(KEY not in r.model_dump_json() for r in rows)
     assert result.answer != "" and KEY not in result.stop_reason
-    # Checkpoints are skipped: they hold the graph state, raw replies included, and the
-    # README promises redaction of logs, ledger rows, exports, results and reports only.
-    assert not _leaks(tmp_path, skip=("ckpt",)), "the key was written to a file"
+    # Checkpoints included: they hold the graph state, raw replies with the key among them.
+    assert (tmp_path / "ckpt.sqlite").is_file()
+    assert "[REDACTED]" in _texts_of_sqlite(tmp_path / "ckpt.sqlite"), "no reply checkpointed"
+    assert not _leaks(tmp_path), "the key was written to a file"
 
 
 def _ablation_config(base_url: str, out: Path) -> str:
@@ -177,8 +180,9 @@ def test_the_cli_ablation_audit_and_report_write_the_key_nowhere(
     printed = "\n".join(r.out for r in outputs)
     assert KEY not in printed, "a table or a report printed the key"
     assert (out / "report" / "report.html").is_file()
-    # Checkpoints are skipped, as above (raw replies in the graph state).
-    assert not _leaks(tmp_path, skip=("checkpoints",)), "the key was written to a file"
+    # Checkpoints included, as above (raw replies in the graph state, redacted).
+    assert (out / "checkpoints.sqlite").is_file()
+    assert not _leaks(tmp_path), "the key was written to a file"
 
 
 def test_stratagem_run_prints_nothing_that_holds_the_key(

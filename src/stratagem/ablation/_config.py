@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,16 @@ TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refin
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Numbers and switches are strict: TOML has them, so a quoted one ("600", "true") is a mistake
+# to name, not a value to convert. A float field still takes an integer (temperature = 1).
+Int = Annotated[int, Field(strict=True)]
+Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Bool = Annotated[bool, Field(strict=True)]
+
+ROLE_NAMES = ("planner", "decomposer", "solver", "judge")
+_NEEDS_NO_MODEL = ("local", "simulated")
 
 
 class TopologyConfig(_Strict):
@@ -85,11 +96,11 @@ class SuiteConfig(_Strict):
 
     name: str
     """``arith``, ``connectivity``, ``words``, ``humaneval`` or ``jsonl``."""
-    n: int = Field(default=10, ge=1, le=100_000)
+    n: Int = Field(default=10, ge=1, le=100_000)
     """Tasks to draw."""
-    seed: int = 0
+    seed: Int = 0
     """Seed of the draw."""
-    few_shot: int = Field(default=0, ge=0, le=MAX_FEW_SHOT)
+    few_shot: Int = Field(default=0, ge=0, le=MAX_FEW_SHOT)
     """Worked examples of the suite shown to the solver before each task (few-shot
     prompting); never one of the tasks drawn."""
 
@@ -180,9 +191,9 @@ class GridConfig(_Strict):
 
     topologies: list[TopologyConfig] = Field(min_length=1)
     """Topologies to compare (names, or tables with parameters)."""
-    budgets: list[Annotated[int, AfterValidator(_positive_budget)]] = Field(min_length=1)
+    budgets: list[Annotated[Int, AfterValidator(_positive_budget)]] = Field(min_length=1)
     """Target tokens per task: each is a matched-compute cell."""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Int] = Field(default_factory=lambda: [0], min_length=1)
     """Seeds: each runs every task again."""
     policies: list[PolicyConfig] = Field(default_factory=_uniform_only, min_length=1)
     """How a cell's tokens are split between its tasks (names, or tables with parameters)."""
@@ -205,25 +216,43 @@ class GridConfig(_Strict):
         return value
 
 
+def _share(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"is {value}: role shares are non-negative weights (normalized to "
+                         "the budget), e.g. split = {solver = 0.8, judge = 0.2}")
+    return value
+
+
 class RunSettings(_Strict):
     """How each run is carried out."""
 
-    concurrency: int = Field(default=4, ge=1, le=4096)
+    concurrency: Int = Field(default=4, ge=1, le=4096)
     """Runs in flight at once."""
-    temperature: float = Field(default=0.8, ge=0, le=2)
+    temperature: Float = Field(default=0.8, ge=0, le=2)
     """Sampling temperature of parallel samples."""
     judge_with: Literal["llm", "verifier"] = "llm"
     """Judge by the model, or by the task's exact checker (the 'perfect verifier' ablation)."""
     reallocation: Literal["none", "judge_feedback"] = "none"
     """Move budget between roles on the judge's signal."""
-    feedback_threshold: float = Field(default=0.5, ge=0, le=1)
+    feedback_threshold: Float = Field(default=0.5, ge=0, le=1)
     """Judge confidence below which judge_feedback moves budget."""
-    max_output: int = Field(default=256, ge=1)
+    max_output: Int = Field(default=256, ge=1)
     """Output cap per solver call (budgets clamp it further)."""
-    split: dict[str, float] | None = None
-    """Role shares of each run's budget (default per topology)."""
-    durable: bool = True
+    split: dict[str, Annotated[float, Field(strict=True), AfterValidator(_share)]] | None = None
+    """Role shares of each run's budget (default per topology): non-negative weights, at
+    least one of them positive."""
+    durable: Bool = True
     """Checkpoint every run so a crash or Ctrl-C resumes without repeating finished work."""
+
+    @field_validator("split")
+    @classmethod
+    def _one_positive_share(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        # Any role name: a topology of the user's own may have roles of its own.
+        if value is None:
+            return None
+        if not any(share > 0 for share in value.values()):
+            raise ValueError("needs at least one positive share, e.g. {solver = 1.0}")
+        return value
 
 
 SimulationConfig = SimEffects
@@ -253,11 +282,12 @@ class AblationConfig(_Strict):
     pricing: Path | None = None
     """A TOML price file, on top of the built-in prices."""
 
-    @field_validator("roles")
+    @field_validator("roles", mode="before")
     @classmethod
-    def _known_roles(cls, value: dict[str, EndpointConfig]) -> dict[str, EndpointConfig]:
-        for role in value:
-            if role not in ("planner", "decomposer", "solver", "judge"):
+    def _known_roles(cls, value: Any) -> Any:
+        # Before the endpoints are validated: an unknown role is the mistake to name first.
+        for role in value if isinstance(value, dict) else ():
+            if role not in ROLE_NAMES:
                 raise ValueError(f"unknown role {role!r}: use planner, decomposer, solver, judge")
         return value
 
@@ -280,6 +310,10 @@ def load_config(path: str | Path, *, base_dir: Path | None = None) -> AblationCo
             the field path, e.g. ``grid.budgets[1]``, and what is wrong).
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(path.glob("*.toml"))
+        example = inside[0] if inside else path / "ablation.toml"
+        raise ConfigError(f"{path} is a directory; pass the TOML config file, e.g. {example}")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: pass the path of a TOML file "
                           "(see examples/quickstart.toml)")
@@ -292,6 +326,9 @@ def load_config(path: str | Path, *, base_dir: Path | None = None) -> AblationCo
     return parse_config(data, source=str(path))
 
 
+_NUMBER_ERRORS = ("int_type", "float_type", "bool_type")
+
+
 def parse_config(data: dict[str, Any], *, source: str = "config") -> AblationConfig:
     """Validate an already-parsed config mapping (see :func:`load_config`)."""
     try:
@@ -299,5 +336,7 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> AblationCon
     except ValidationError as exc:
         first = exc.errors()[0]
         msg = str(first["msg"]).removeprefix("Value error, ")
+        if isinstance(first.get("input"), str) and first["type"] in _NUMBER_ERRORS:
+            msg += f", got the string {first['input']!r}: write it without quotes"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {_where(tuple(first['loc']))}: {msg}{more}") from exc

@@ -46,7 +46,7 @@ from stratagem.agents import (
 )
 from stratagem.budgets import TokenLedger
 from stratagem.errors import ConfigError, RunError, StratagemError
-from stratagem.graphs import sqlite_checkpointer
+from stratagem.graphs import RedactingSerializer, sqlite_checkpointer
 from stratagem.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -510,7 +510,7 @@ async def run_in_memory(sweep: Sweep, plans: list[PlannedRun]) -> list[RunOutcom
 
 async def _collect(sweep: Sweep, plans: list[PlannedRun],
                    limits: Mapping[str, _Limit]) -> list[RunOutcome]:
-    saver = InMemorySaver() if sweep.config.run.durable else None
+    saver = InMemorySaver(serde=RedactingSerializer()) if sweep.config.run.durable else None
     wrap = functools.partial(_limited, limits) if limits else None
     async with aclosing(sweep.execute(plans, ledger=TokenLedger(), checkpointer=saver,
                                       wrap=wrap, ship_rows=True)) as runs:

@@ -16,7 +16,7 @@ from stratagem.attribution import (
     marginal_returns,
     waste_by_topology,
 )
-from stratagem.budgets import LedgerStore, TokenLedger
+from stratagem.budgets import TokenLedger
 from stratagem.errors import ConfigError, StratagemError
 from stratagem.report import build_report
 
@@ -44,26 +44,35 @@ class AblationReport:
 
 
 def report_ablation(out_dir: str | Path, *, title: str | None = None,
-                    n_boot: int = 1000) -> AblationReport:
+                    n_boot: int = 1000, report_dir: str | Path | None = None) -> AblationReport:
     """Analyse ``out_dir`` (written by ``stratagem ablate``) and write ``report/`` in it.
 
+    The folder's ledger and results are opened read-only, so a folder the user may only
+    read can be reported on, with the report written elsewhere (``report_dir``).
+
+    Args:
+        out_dir: The output folder.
+        title: The report's title (default: from the folder's name).
+        n_boot: Bootstrap resamples for the intervals.
+        report_dir: Where to write the report (default: ``out_dir/report``).
+
     Raises:
-        ConfigError: If the folder has no results.
+        ConfigError: If the folder has no results, or the report cannot be written there.
     """
     out = Path(out_dir)
+    target = Path(report_dir) if report_dir is not None else out / "report"
     results_path, ledger_path = out / "results.sqlite", out / "ledger.sqlite"
     if not results_path.is_file() or not ledger_path.is_file():
         raise ConfigError(f"{out} is not an ablation output folder (no results.sqlite and "
                           "ledger.sqlite): pass the folder `stratagem ablate` wrote")
-    with ResultsStore(results_path) as rs:
+    with ResultsStore(results_path, readonly=True) as rs:
         df = rs.frame()
     if df.empty:
         raise ConfigError(f"{out} has no finished runs yet: run `stratagem ablate` first")
-    with LedgerStore(ledger_path) as store:
-        ledger = TokenLedger(store)
+    ledger = TokenLedger.open(ledger_path, readonly=True)
     config_file = out / "config.toml"
     return write_report(
-        df, ledger, out / "report", title=title or f"stratagem ablation: {out.name}",
+        df, ledger, target, title=title or f"stratagem ablation: {out.name}",
         config_text=config_file.read_text(encoding="utf-8") if config_file.is_file() else None,
         n_boot=n_boot)
 
@@ -88,18 +97,25 @@ def write_report(results: pd.DataFrame, ledger: TokenLedger, report_dir: str | P
         returns = []
         notes.append(f"no marginal returns: {exc}")
     audit = ledger.group_by("role")
-    paths = build_report(
-        Path(report_dir),
-        results=df,
-        attribution=attribution,
-        comparisons=comparisons,
-        returns=returns,
-        waste=waste_by_topology(df),
-        audit=audit,
-        transfers=ledger.transfers(),
-        title=title,
-        config_text=config_text,
-        notes=notes,
-    )
+    target = Path(report_dir)
+    try:
+        paths = build_report(
+            target,
+            results=df,
+            attribution=attribution,
+            comparisons=comparisons,
+            returns=returns,
+            waste=waste_by_topology(df),
+            audit=audit,
+            transfers=ledger.transfers(),
+            title=title,
+            config_text=config_text,
+            notes=notes,
+        )
+    except OSError as exc:  # e.g. a folder the user may only read
+        raise ConfigError(
+            f"cannot write the report in {target} ({exc.strerror or exc}): pass "
+            "--out DIR (report_dir=) to write it elsewhere"
+        ) from exc
     return AblationReport(paths.html, dict(paths.plots), attribution, list(comparisons), notes,
                           df, audit)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from stratagem._redact import redact_value
+from stratagem._sqlite import connect_readonly
 from stratagem.errors import ConfigError, LedgerError, LedgerFormatError
 from stratagem.records import RunRecord, records_frame
 
@@ -29,15 +30,34 @@ class ResultsStore:
 
     A run already stored is never run again: that is what makes an ablation resumable.
 
+    Args:
+        path: The SQLite file (created if missing, unless ``readonly``).
+        readonly: Only read an existing file: nothing is created or changed in its folder
+            (no ``-wal``/``-shm`` files), so results in a folder the user may only read
+            open; every write raises :class:`~stratagem.errors.LedgerError`.
+
     Raises:
-        LedgerFormatError: If the file is not a stratagem results file or is newer.
+        LedgerFormatError: If the file is not a stratagem results file or is newer (or,
+            read-only, does not exist).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        """Whether the file was opened for reading only."""
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                     timeout=30.0)
+        try:
+            self._conn = (connect_readonly(self.path) if readonly else
+                          sqlite3.connect(self.path, check_same_thread=False,
+                                          isolation_level=None, timeout=30.0))
+        except FileNotFoundError as exc:
+            raise LedgerFormatError(f"{self.path} does not exist: pass an existing results "
+                                    "file") from exc
+        except sqlite3.OperationalError as exc:
+            raise LedgerFormatError(f"cannot read results {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise LedgerFormatError(f"{self.path} is not a stratagem results file: {exc}") \
+                from exc
         try:
             tables = {r[0] for r in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
@@ -48,6 +68,9 @@ class ResultsStore:
         if tables and "results_meta" not in tables:
             self._conn.close()
             raise LedgerFormatError(f"{self.path} is an SQLite file but not stratagem results")
+        if readonly:
+            self._check_readonly(tables)
+            return
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(
             "CREATE TABLE IF NOT EXISTS results_meta (key TEXT PRIMARY KEY, value TEXT);"
@@ -67,6 +90,23 @@ class ResultsStore:
         # stratagem refuses it with the message above rather than failing on a new field.
         self._conn.execute("UPDATE results_meta SET value = ? WHERE key = 'schema_version'",
                            (str(_VERSION),))
+
+    def _check_readonly(self, tables: set[str]) -> None:
+        meta: dict[str, str] = {}
+        if "results_meta" in tables:
+            meta = dict(self._conn.execute("SELECT key, value FROM results_meta").fetchall())
+        if (meta.get("kind") != _KIND or "runs" not in tables
+                or int(meta.get("schema_version", "0")) > _VERSION):
+            self._conn.close()
+            raise LedgerFormatError(
+                f"{self.path} is not a results file this stratagem reads (empty, another "
+                "kind, or written by a newer stratagem, which an upgrade reads)"
+            )
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise LedgerError(f"results {self.path} were opened read-only; nothing was "
+                              "written")
 
     def settings(self) -> dict[str, str]:
         """The settings recorded with the runs, by scope (see :meth:`record_settings`)."""
@@ -94,6 +134,7 @@ class ResultsStore:
 
     def record_settings(self, settings: Mapping[str, str]) -> None:
         """Record (or replace) the settings of the given scopes."""
+        self._writable()
         with self._lock:
             self._conn.executemany("INSERT OR REPLACE INTO results_meta VALUES (?, ?)",
                                    [(f"settings:{k}", v) for k, v in settings.items()])
@@ -101,6 +142,7 @@ class ResultsStore:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the file's write lock: another process's reads and writes of settings wait."""
+        self._writable()
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -109,12 +151,15 @@ class ResultsStore:
             raise
         self._conn.execute("COMMIT")
 
-    def add(self, record: RunRecord) -> None:
-        """Store one run's record (durably; a second record for the same run is ignored)."""
+    def add(self, record: RunRecord, *, replace: bool = False) -> None:
+        """Store one run's record durably. A second record for the same run is ignored,
+        unless ``replace`` (a rerun of a failed run: the new record replaces the old)."""
+        self._writable()
         data = json.dumps(redact_value(record.model_dump(mode="json")))
+        verb = "REPLACE" if replace else "IGNORE"
         with self._lock:
             try:
-                self._conn.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?)",
+                self._conn.execute(f"INSERT OR {verb} INTO runs VALUES (?, ?, ?)",
                                    (record.run_id, record.cell, data))
             except sqlite3.Error as exc:
                 raise LedgerError(f"could not write results to {self.path}: {exc}") from exc

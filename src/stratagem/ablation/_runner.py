@@ -9,6 +9,10 @@ executor (:mod:`stratagem.ablation._executors`: in this process, or on a Ray clu
 the only writer of the output folder. Each finished run's ledger rows are appended first and
 its record last; a run is done once its record is in ``results.sqlite``, so a rerun of the
 same config skips it, and resumes interrupted ones (from their checkpoints, locally).
+
+A run *needs a retry* (:func:`needs_retry`) when it lost model calls to endpoint failures or
+failed outright; ``retry_failed=True`` reruns exactly those, asking the failed calls again
+(see :func:`run_ablation`).
 """
 
 from __future__ import annotations
@@ -16,19 +20,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from stratagem._sqlite import connect_readonly
 from stratagem.ablation._config import AblationConfig
 from stratagem.ablation._executors import Executor, LocalExecutor
 from stratagem.ablation._results import ResultsStore
-from stratagem.agents import ChatBackend, EndpointConfig, LLMSolver, ModelClient, build_backend
+from stratagem.agents import (
+    ChatBackend,
+    EndpointConfig,
+    LLMSolver,
+    ModelClient,
+    build_backend,
+    check_endpoint,
+)
 from stratagem.budgets import (
     AllocationPolicy,
     LedgerEntry,
@@ -39,7 +52,7 @@ from stratagem.budgets import (
     group_entries,
     sum_entries,
 )
-from stratagem.errors import ConfigError, RunError
+from stratagem.errors import ConfigError, LedgerFormatError, RunError
 from stratagem.graphs import (
     RunResult,
     RunSpec,
@@ -57,6 +70,8 @@ __all__ = [
     "PlannedRun",
     "RunOutcome",
     "Sweep",
+    "check_output_folder",
+    "needs_retry",
     "plan_runs",
     "run_ablation",
 ]
@@ -83,6 +98,9 @@ class PlannedRun:
     seed: int
     suite: str
     task: Task
+    retry: int = 0
+    """0 for a first execution; N for the N-th rerun by ``retry_failed`` (the rows of the
+    calls it makes carry the label ``retry=N``)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,11 @@ class AblationOutcome:
         failed: Runs that ended with an error (recorded, ``correct=False``).
         lost_calls: Runs that finished but lost model calls through every retry (e.g. an
             endpoint outage): their results say less than they seem to.
+        retried: Runs rerun now by ``retry_failed``.
+        to_retry: Run ids of the planned runs in the folder that, once this call is done,
+            still lost calls or failed (:func:`needs_retry`): the runs ``retry_failed``
+            would rerun. The CLI exits 1 when there are any.
+        failed_attempts: Ledger rows of those runs with status ``error`` or ``cancelled``.
         interrupted: Whether it stopped early (Ctrl-C); rerun to finish.
         simulated: Whether the simulated backend produced the results.
         executor: The executor that ran them (``local``, ``ray``).
@@ -124,6 +147,9 @@ class AblationOutcome:
     skipped: int = 0
     failed: int = 0
     lost_calls: int = 0
+    retried: int = 0
+    to_retry: list[str] = field(default_factory=list)
+    failed_attempts: int = 0
     interrupted: bool = False
     simulated: bool = False
     paths: dict[str, Path] = field(default_factory=dict)
@@ -203,8 +229,15 @@ class Sweep:
         """Draw the tasks and read the prices a config names.
 
         Raises:
-            ConfigError: For an unknown suite, bad suite parameters or a bad price file.
+            ConfigError: For an unknown suite, bad suite parameters, a bad price file, or
+                an endpoint that cannot be built (no model, no key).
         """
+        for where, endpoint in (("endpoint", config.endpoint),
+                                *((f"roles.{r}", e) for r, e in config.roles.items())):
+            try:
+                check_endpoint(endpoint)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
         for i, topo in enumerate(config.grid.topologies):
             try:  # a bad parameter is the user's mistake: refuse it before anything runs
                 resolve_topology(topo.name)(**check_params(topo.name, topo.params()))
@@ -325,12 +358,17 @@ class Sweep:
             seed=plan.seed, temperature=config.run.temperature,
             labels={"topology": plan.topology, "budget": str(plan.budget),
                     "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
-                    "task": plan.task.id, "cell": plan.cell},
+                    "task": plan.task.id, "cell": plan.cell,
+                    **({"retry": str(plan.retry)} if plan.retry else {})},
             run_id=plan.run_id, task_id=plan.task.id, solver=solver,
             verifier=suite.verifier(plan.task), pricing=self.pricing,
         )
         t0 = time.perf_counter()
         result, error = None, None
+        if plan.retry and saver is not None:
+            # A retry runs from the start, replaying what succeeded (see run_ablation): the
+            # finished checkpoint would only return the failed execution's end state.
+            await saver.adelete_thread(plan.run_id)
         try:
             result = await arun_task(spec, client, checkpoint=saver, graph=graph)
         except RunError as exc:
@@ -384,6 +422,7 @@ async def run_ablation(
     config_text: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     executor: Executor | None = None,
+    retry_failed: bool = False,
 ) -> AblationOutcome:
     """Run (or resume) the ablation ``config`` describes; write results, ledger, report.
 
@@ -393,24 +432,48 @@ async def run_ablation(
         on_progress: Called with (finished, total) after every run.
         executor: Where the runs execute (:class:`LocalExecutor` by default; see
             :class:`RayExecutor`). Whatever it is, this process alone writes the output.
+        retry_failed: Rerun exactly the finished runs of the existing output folder that
+            need a retry (:func:`needs_retry`), and nothing else. Each runs again from the
+            start (its checkpoint is dropped): the model calls that succeeded replay from
+            the ledger, charged as then and not sent again, and the calls recorded as
+            failed through every retry are asked again (their new rows carry the label
+            ``retry=N``). Its new record replaces the old one and counts every row of the
+            run, the failed attempts included: they were billed.
 
     Raises:
-        ConfigError: For a config that cannot run (unknown suite, missing model, ...).
+        ConfigError: For a config that cannot run (unknown suite, missing model, ...), or
+            ``retry_failed`` without an output folder that has results.
     """
     executor = executor if executor is not None else LocalExecutor()
-    sweep = Sweep.from_config(config)  # first: a config that cannot run leaves no folder
+    # Every check first: a config that cannot run creates nothing, and a refused one leaves
+    # an existing folder byte-identical.
+    sweep = Sweep.from_config(config)
     out = config.output
+    settings = run_settings(sweep)
+    check_output_folder(out, settings)
+    if retry_failed and not (out / "results.sqlite").is_file():
+        raise ConfigError(f"--retry-failed reruns the failed runs of an existing output "
+                          f"folder, and {out} has no results: run without --retry-failed")
     out.mkdir(parents=True, exist_ok=True)
     planned = sweep.plan()
     outcome = AblationOutcome(out, len(planned), executor=executor.name,
                               simulated=config.endpoint.backend == "simulated")
-    with LedgerStore(out / "ledger.sqlite") as store, ResultsStore(out / "results.sqlite") as rs:
-        reconcile_settings(rs, run_settings(sweep))  # a refusal runs nothing
+    # Results first: the file that decides what is done is opened before a ledger is made.
+    with ResultsStore(out / "results.sqlite") as rs, LedgerStore(out / "ledger.sqlite") as store:
+        reconcile_settings(rs, settings)  # again, under the lock: a refusal runs nothing
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
-        done = rs.done()
-        todo = [p for p in planned if p.run_id not in done]
+        if retry_failed:
+            retry = {r.run_id for r in rs.records() if needs_retry(r)}
+            todo = [replace(p, retry=_next_retry(ledger, p.run_id))
+                    for p in planned if p.run_id in retry]
+            for plan in todo:
+                _ask_failures_again(ledger, plan.run_id)
+            outcome.retried = len(todo)
+        else:
+            done = rs.done()
+            todo = [p for p in planned if p.run_id not in done]
         outcome.skipped = len(planned) - len(todo)
         finished = outcome.skipped
         if on_progress:
@@ -420,7 +483,7 @@ async def run_ablation(
             async with aclosing(executor.execute(sweep, todo, ledger=ledger,
                                                  checkpoints=checkpoints)) as results:
                 async for result in results:
-                    _write(ledger, rs, result)
+                    _write(ledger, rs, result, replace=retry_failed)
                     outcome.ran += 1
                     outcome.failed += result.record.error is not None
                     outcome.lost_calls += (result.record.error is None
@@ -430,6 +493,12 @@ async def run_ablation(
                         on_progress(finished, len(planned))
         except (KeyboardInterrupt, asyncio.CancelledError):
             outcome.interrupted = True
+        planned_ids = {p.run_id for p in planned}
+        outcome.to_retry = [r.run_id for r in rs.records()
+                            if r.run_id in planned_ids and needs_retry(r)]
+        outcome.failed_attempts = sum(
+            e.status != "ok" for run_id in outcome.to_retry
+            for e in ledger.entries(run_id=run_id))
         outcome.paths["results"] = out / "results.sqlite"
         outcome.paths["ledger"] = out / "ledger.sqlite"
         if not outcome.interrupted:
@@ -499,6 +568,24 @@ def _scope_label(scope: str) -> str:
             "policy": f"policy {name!r}"}[kind]
 
 
+def _refuse_changed_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
+    recorded = results.settings()
+    used = results.scopes_in_use()
+    changes = []
+    for scope, now in settings.items():
+        if scope in recorded and scope in used and recorded[scope] != now:
+            changes += _changed(json.loads(recorded[scope]), json.loads(now),
+                                _scope_label(scope))
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
+                                          if len(changes) > 4 else "")
+        raise ConfigError(
+            f"{results.path.parent} holds finished runs made with other settings "
+            f"({shown}): they would be skipped and mixed with runs made with these. Give "
+            "this config a new `output` folder (or `--output`), or change the settings back"
+        )
+
+
 def reconcile_settings(results: ResultsStore, settings: Mapping[str, str]) -> None:
     """Refuse to add runs made with other settings to an output folder's finished ones;
     record the settings of scopes no finished run depends on yet.
@@ -507,35 +594,94 @@ def reconcile_settings(results: ResultsStore, settings: Mapping[str, str]) -> No
         ConfigError: Naming each setting that changed, and the fixes.
     """
     with results.exclusive():
+        _refuse_changed_settings(results, settings)
         recorded = results.settings()
         used = results.scopes_in_use()
-        changes = []
-        for scope, now in settings.items():
-            if scope in recorded and scope in used and recorded[scope] != now:
-                changes += _changed(json.loads(recorded[scope]), json.loads(now),
-                                    _scope_label(scope))
-        if changes:
-            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more"
-                                              if len(changes) > 4 else "")
-            raise ConfigError(
-                f"{results.path.parent} holds finished runs made with other settings "
-                f"({shown}): they would be skipped and mixed with runs made with these. Give "
-                "this config a new `output` folder (or `--output`), or change the settings "
-                "back"
-            )
         # Scopes no run depends on yet take these settings; so do scopes of a folder written
         # before settings were recorded (its runs' own cannot be known: these resume it).
         results.record_settings({k: v for k, v in settings.items()
                                  if k not in used or k not in recorded})
 
 
-def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome) -> None:
+def check_output_folder(out: Path, settings: Mapping[str, str] | None = None) -> None:
+    """Refuse an output folder an ablation cannot write into, reading it only: nothing is
+    created or changed, so a refusal leaves it byte-identical.
+
+    Checked: ``out`` is a folder (or does not exist yet); the ``results.sqlite``,
+    ``ledger.sqlite`` and ``checkpoints.sqlite`` in it, if any, are files of their kind that
+    this stratagem reads; and, given ``settings`` (:func:`run_settings`), that its finished
+    runs were made with them.
+
+    Raises:
+        ConfigError: Naming the file and the fix.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file, not a folder: give `output` (or "
+                          "--output) a folder path")
+    if not out.is_dir():
+        return
+    hint = "give this config a new `output` folder (or --output), or remove the file"
+    results, ledger, checkpoints = (out / "results.sqlite", out / "ledger.sqlite",
+                                    out / "checkpoints.sqlite")
+
+    def there(path: Path) -> bool:  # an empty file is a new database to SQLite: no check
+        return path.exists() and (not path.is_file() or path.stat().st_size > 0)
+
+    try:
+        if there(results):
+            with ResultsStore(results, readonly=True) as rs:
+                if settings is not None:
+                    _refuse_changed_settings(rs, settings)
+        if there(ledger):
+            LedgerStore(ledger, readonly=True).close()
+    except LedgerFormatError as exc:
+        raise ConfigError(f"{exc}; {hint}") from exc
+    if there(checkpoints):
+        try:
+            connect_readonly(checkpoints).close()
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise ConfigError(f"{checkpoints} is not a checkpoint file ({exc}); {hint}") \
+                from exc
+
+
+def needs_retry(record: RunRecord) -> bool:
+    """Whether a finished run lost model calls to endpoint failures, or failed: the runs
+    ``stratagem ablate --retry-failed`` reruns, and the reason it exits 1.
+
+    A run *lost calls* when a model call failed through every retry of the client and the
+    graph went on without it (``failed_calls > 0``: a lost branch, judge verdict or node).
+    Every attempt of such a call is a ledger row with status ``error`` (the endpoint's HTTP
+    status or transport error: refused, 429/5xx, timeout, connection, malformed reply) or
+    ``cancelled`` (cut short when its run stopped). A reply that did not parse is not lost
+    (the model answered), nor is a call the budget refused. A run *failed* when it raised
+    (``error`` is set, ``correct`` is False). Either way its record says less than it seems.
+    """
+    return record.failed_calls > 0 or record.error is not None
+
+
+def _ask_failures_again(ledger: TokenLedger, run_id: str) -> None:
+    # A rerun replays every recorded outcome, a failure included ("fails the same way");
+    # a retry is there to ask those again. An outcome without call ids does not replay, so
+    # each failure is kept, nested, under a marker; its rows are charged, not replayed.
+    for key, outcome in ledger.replies(run_id).items():
+        if "error" in outcome and "call_ids" in outcome:
+            ledger.record_reply(run_id, key, {"asked_again": outcome})
+
+
+def _next_retry(ledger: TokenLedger, run_id: str) -> int:
+    # One more than any execution the ledger has seen, an interrupted rerun's included.
+    seen = [int(e.labels.get("retry", "0") or 0) for e in ledger.entries(run_id=run_id)]
+    return max(seen, default=0) + 1
+
+
+def _write(ledger: TokenLedger, results: ResultsStore, outcome: RunOutcome, *,
+           replace: bool = False) -> None:
     # Rows first, record last: a crash in between leaves the rows of a run that is not done
     # (it reruns; those calls were billed, so the ledger keeps them), never a done run whose
     # calls are missing. Rows the ledger already has (recorded live) are skipped by id.
     ledger.extend(outcome.entries)
     for transfer in outcome.transfers:
         ledger.record_transfer(transfer)
-    results.add(outcome.record)
+    results.add(outcome.record, replace=replace)
 
 

@@ -33,27 +33,39 @@ def ablate_command(
                                       "HEAD:6379 (default: a Ray instance on this machine).")
     ] = None,
     report: Annotated[bool, typer.Option(help="Write the report when done.")] = True,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Rerun only the runs of the output folder "
+                           "that lost model calls to endpoint failures or failed; each starts "
+                           "over, and its new record replaces the old.")
+    ] = False,
 ) -> None:
-    """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C."""
+    """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C.
+
+    Exits 1 when runs in the output folder lost model calls to endpoint failures or failed
+    (their results are still written): rerun just those with --retry-failed."""
     runner = executor_for(executor, address=address,
                           log_level="error" if state.quiet else "warning")
     # The same resolution and bar as stratagem.ablate(), so both follow one set of rules.
     cfg, text = resolve_config(config, None if output is None else {"output": output})
     with progress_bar(cfg.name, console=console, disable=state.quiet) as progress:
         outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress,
-                                           executor=runner))
+                                           executor=runner, retry_failed=retry_failed))
     if outcome.interrupted:
         console.print(f"interrupted after {outcome.ran} run(s); rerun the same command to "
                       f"resume. Results so far: {outcome.output}", highlight=False)
         raise typer.Exit(130)
-    console.print(f"{outcome.ran} run(s) done, {outcome.skipped} already done before, "
-                  f"{outcome.failed} failed" + (" [SIMULATED]" if outcome.simulated else ""),
-                  highlight=False, markup=False)
-    if outcome.lost_calls:
-        console.print(f"warning: {outcome.lost_calls} run(s) lost model calls through every "
-                      "retry (column failed_calls; `stratagem audit` shows the error rows): "
-                      "their results say less than they seem to", style="yellow",
-                      highlight=False, markup=False)
+    sim = " [SIMULATED]" if outcome.simulated else ""
+    if retry_failed and not outcome.retried:
+        console.print(f"no run in {outcome.output} lost model calls or failed: nothing to "
+                      "retry" + sim, highlight=False, markup=False)
+    elif retry_failed:
+        console.print(f"{outcome.retried} run(s) that lost calls or failed rerun, "
+                      f"{outcome.failed} failed again, {outcome.lost_calls} lost calls again"
+                      + sim, highlight=False, markup=False)
+    else:
+        lost = f", {outcome.lost_calls} lost model calls" if outcome.lost_calls else ""
+        console.print(f"{outcome.ran} run(s) done, {outcome.skipped} already done before, "
+                      f"{outcome.failed} failed{lost}" + sim, highlight=False, markup=False)
     if report:
         rep = report_ablation(outcome.output)
         if not state.quiet:
@@ -65,3 +77,15 @@ def ablate_command(
                 console.print(note, style="yellow", markup=False)
         console.print(f"report: {rep.html}", highlight=False, markup=False)
     console.print(f"output folder: {outcome.output}", highlight=False, markup=False)
+    if outcome.to_retry:
+        again = f"stratagem ablate {config}" + (f" --output {output}" if output else "")
+        # soft_wrap: no line breaks inserted, so the command can be copied whole.
+        console.print(
+            f"{len(outcome.to_retry)} of {outcome.planned} run(s) lost model calls to endpoint "
+            f"failures or failed ({outcome.failed_attempts} failed attempt(s) in the ledger: "
+            f"stratagem audit {outcome.output} --by status); their results are written but "
+            "say less than they seem", style="yellow", highlight=False, markup=False,
+            soft_wrap=True)
+        console.print(f"rerun just those: {again} --retry-failed", style="yellow",
+                      highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)

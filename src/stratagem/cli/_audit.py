@@ -12,7 +12,7 @@ import typer
 
 from stratagem.ablation import ResultsStore
 from stratagem.attribution import waste_by_topology
-from stratagem.budgets import LedgerStore, TokenLedger, entry_key
+from stratagem.budgets import TokenLedger, entry_key
 from stratagem.cli._common import console, parse_params
 from stratagem.errors import ConfigError
 from stratagem.report import audit_table, transfers_table, waste_table
@@ -57,8 +57,8 @@ def audit_command(
     filters = {k: str(v) for k, v in parse_params(where, what="--where").items()}
     for key in [*keys, *filters]:
         entry_key(key)  # a clear error for an unknown field, before reading anything
-    with LedgerStore(_ledger_path(path)) as store:
-        ledger = TokenLedger(store)
+    # Read-only: an audit changes nothing in the folder (and works where it may only read).
+    ledger = TokenLedger.open(_ledger_path(path), readonly=True)
     groups = ledger.group_by(*keys, **filters)
     selected = ledger.entries(**filters)
     run_ids = {e.run_id for e in selected}
@@ -85,7 +85,7 @@ def audit_command(
     console.print(audit_table(groups, by=", ".join(keys), simulated=simulated))
     results = (path / "results.sqlite") if path.is_dir() else None
     if results is not None and results.is_file():
-        with ResultsStore(results) as rs:
+        with ResultsStore(results, readonly=True) as rs:
             df = rs.frame()
         if len(df):
             console.print(waste_table(waste_by_topology(df), simulated=simulated))
@@ -107,13 +107,12 @@ def _export_otlp(path: Path, endpoint: str | None) -> None:
         )
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
-    with LedgerStore(_ledger_path(path)) as store:
-        ledger = TokenLedger(store)
-        exporter = otlp_exporter(endpoint)
-        try:
-            sent = export_ledger(ledger, exporter)
-        except RuntimeError as exc:
-            raise ConfigError(f"{exc}: is a collector listening at {endpoint}?") from exc
-        finally:
-            exporter.shutdown()
+    ledger = TokenLedger.open(_ledger_path(path), readonly=True)  # exporting changes nothing
+    exporter = otlp_exporter(endpoint)
+    try:
+        sent = export_ledger(ledger, exporter)
+    except RuntimeError as exc:
+        raise ConfigError(f"{exc}: is a collector listening at {endpoint}?") from exc
+    finally:
+        exporter.shutdown()
     typer.echo(f"exported {sent} chat span(s) to {endpoint}")

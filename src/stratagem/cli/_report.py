@@ -16,11 +16,15 @@ from stratagem.report import attribution_table, topology_table
 def report_command(
     folder: Annotated[Path, typer.Argument(help="The output folder of `stratagem ablate`.")],
     boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the report (default: "
+                                  "FOLDER/report); the folder itself is only read.")
+    ] = None,
 ) -> None:
     """Attribute success to token spend vs coordination; write plots and report.html."""
     if boot < 0:
         raise ConfigError(f"--boot must be 0 or more resamples, got {boot}")
-    report = report_ablation(folder, n_boot=boot)
+    report = report_ablation(folder, n_boot=boot, report_dir=out)
     if not state.quiet:
         console.print(topology_table(report.results, report.comparisons))
         if report.attribution is not None:

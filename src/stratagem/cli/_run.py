@@ -48,6 +48,8 @@ def run_command(
     ] = None,
 ) -> None:
     """Run one task through one topology; print the answer, spend per role and transfers."""
+    if not task.strip():
+        raise ConfigError("the task is empty: pass its text, e.g. stratagem run 'What is 17 * 23?'")
     if not 1 <= budget <= MAX_BUDGET:
         raise ConfigError(f"--budget must be a number of tokens from 1 to {MAX_BUDGET:,}, "
                           f"got {budget}")
@@ -70,12 +72,12 @@ def run_command(
         spec.make_budget()
     except ConfigError as exc:
         raise ConfigError(f"--{exc}") from exc  # "--split solver='most': ..."
+    # The backend before the ledger file: a refused endpoint creates no file.
+    chat = build_backend(endpoint, [Task(id="cli", suite="cli", question=task, answer="")])
     store = LedgerStore(ledger) if ledger else LedgerStore()
     with store:
         book = TokenLedger(store)
-        sim_task = Task(id="cli", suite="cli", question=task, answer="")
-        client = ModelClient(build_backend(endpoint, [sim_task]), ledger=book,
-                             pricing=Pricing.default())
+        client = ModelClient(chat, ledger=book, pricing=Pricing.default())
         result = _run(spec, client, graph)
         console.print(f"answer: {redact(result.answer) or '(none)'}", highlight=False,
                       markup=False)

@@ -54,7 +54,8 @@ class SimEffects(BaseModel):
         judge_tokens: Typical completion length of a judge call.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict, as the config's ``[simulation]`` table it validates: "0.5" is refused, not read.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     skill: float = 0.0
     difficulty_weight: float = 3.0

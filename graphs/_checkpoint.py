@@ -33,7 +33,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Send
 from pydantic import BaseModel
 
-from stratagem._redact import redact
+from stratagem._redact import may_hold_secret, redact
 from stratagem.errors import ConfigError
 
 __all__ = ["RedactingSerializer", "redact_state", "sqlite_checkpointer"]
@@ -105,7 +105,11 @@ class RedactingSerializer(JsonPlusSerializer):
     """
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        """Serialize ``obj`` with its secrets redacted."""
+        """Serialize ``obj`` with its secrets redacted (walking the value only when its
+        bytes could hold one: most checkpoints do not, and the walk is the cost)."""
+        kind, data = super().dumps_typed(obj)
+        if not may_hold_secret(data):
+            return kind, data
         return super().dumps_typed(redact_state(obj))
 
 

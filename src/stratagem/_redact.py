@@ -14,7 +14,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "is_secret_key", "redact", "redact_value", "register_secret"]
+__all__ = ["REDACTED", "is_secret_key", "may_hold_secret", "redact", "redact_value",
+           "register_secret"]
 
 REDACTED = "[REDACTED]"
 
@@ -83,3 +84,23 @@ def redact_value(value: Any, key: str | None = None) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
     return value
+
+
+_BYTE_PATTERNS = [re.compile(p.pattern.encode()) for p in _PATTERNS]
+
+
+def may_hold_secret(data: bytes) -> bool:
+    """Whether serialized ``data`` could hold text :func:`redact` would change: a registered
+    secret or a key-like pattern anywhere in its bytes (UTF-8 text is found as it is). A
+    cheap scan, with no false negatives for those; a false positive only costs a redaction."""
+    if any(secret.encode() in data for secret in _known_secrets()):
+        return True
+    lowered = data.lower()
+    if not any(hint in lowered for hint in _HINTS):  # no pattern can match: skip the regexes
+        return False
+    return any(p.search(data) for p in _BYTE_PATTERNS)
+
+
+_HINTS = (b"sk-", b"pk-", b"rk-", b"ghp_", b"gho_", b"github_pat", b"xox", b"hf_", b"bearer",
+          b"api", b"access", b"secret", b"password")
+"""Each of ``_PATTERNS`` needs one of these (lower-cased) to match."""

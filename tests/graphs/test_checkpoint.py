@@ -183,3 +183,16 @@ def test_the_redacting_serializer_keeps_langgraphs_msgpack_allowlist() -> None:
     narrowed = RedactingSerializer().with_msgpack_allowlist([("some.module", "Thing")])
     assert isinstance(narrowed, RedactingSerializer)
     assert narrowed.loads_typed(narrowed.dumps_typed([SECRET])) == ["[REDACTED]"]
+
+
+def test_a_checkpoint_without_secrets_is_written_as_langgraph_writes_it() -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from stratagem.graphs import RedactingSerializer
+
+    clean = {"task": "What is 6*7?", "candidates": [{"answer": "42", "text": "Answer: 42"}],
+             "accepted_tokens": {"solver": 12}}
+    assert RedactingSerializer().dumps_typed(clean) == JsonPlusSerializer().dumps_typed(clean)
+    leaky = {**clean, "notes": ["server said: Authorization: Bearer abcdefgh12345678"]}
+    back = RedactingSerializer().loads_typed(RedactingSerializer().dumps_typed(leaky))
+    assert back["notes"] == ["server said: Authorization: [REDACTED]"]

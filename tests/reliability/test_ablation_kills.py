@@ -147,31 +147,44 @@ def _cut_runs(out: Path) -> int:
 
 def _kill_loop(config: Path, rng: random.Random) -> Loop:
     """Start the ablation, SIGKILL it at a random moment, KILLS times; then let it finish."""
-    ledger = config.parent / "out" / "ledger.sqlite"
     loop = Loop()
     while True:
         process = _start(config)
         loop.starts += 1
-        if loop.kills < KILLS:
-            grow, delay = rng.randint(1, 30), rng.uniform(0.0, 0.05)
-            start_rows = max(_count(ledger, "ledger_calls"), 0)
-            deadline = time.monotonic() + TIMEOUT_S
-            while (process.poll() is None and time.monotonic() < deadline
-                   and _count(ledger, "ledger_calls") < start_rows + grow):
-                time.sleep(0.005)
-            time.sleep(delay)
+        try:
+            if _one_start(process, loop, config.parent / "out", rng):
+                return loop
+        finally:  # a failed assertion leaves no process behind
             if process.poll() is None:
                 process.kill()
-                out, err = process.communicate(timeout=TIMEOUT_S)
-                assert process.returncode == -signal.SIGKILL, (process.returncode, err[-2000:])
-                loop.kills += 1
-                loop.cut += _cut_runs(ledger.parent)
-                continue
-        out, err = process.communicate(timeout=TIMEOUT_S)
-        assert process.returncode == 0, f"exit {process.returncode}\n{out}{err[-3000:]}"
-        assert "Traceback" not in out + err
-        loop.output = out
-        return loop
+                process.communicate()
+
+
+def _one_start(process: subprocess.Popen[str], loop: Loop, out: Path,
+               rng: random.Random) -> bool:
+    """Kill ``process`` after the ledger grew by a random number of rows and a random
+    delay (False), or, once KILLS kills are done, let it finish (True)."""
+    ledger = out / "ledger.sqlite"
+    if loop.kills < KILLS:
+        grow, delay = rng.randint(1, 30), rng.uniform(0.0, 0.05)
+        start_rows = max(_count(ledger, "ledger_calls"), 0)
+        deadline = time.monotonic() + TIMEOUT_S
+        while (process.poll() is None and time.monotonic() < deadline
+               and _count(ledger, "ledger_calls") < start_rows + grow):
+            time.sleep(0.005)
+        time.sleep(delay)
+        if process.poll() is None:
+            process.kill()
+            _, err = process.communicate(timeout=TIMEOUT_S)
+            assert process.returncode == -signal.SIGKILL, (process.returncode, err[-2000:])
+            loop.kills += 1
+            loop.cut += _cut_runs(out)
+            return False
+    stdout, err = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, f"exit {process.returncode}\n{stdout}{err[-3000:]}"
+    assert "Traceback" not in stdout + err
+    loop.output = stdout
+    return True
 
 
 @dataclass(frozen=True)
@@ -236,10 +249,13 @@ def test_a_sigkilled_ablation_resumes_to_the_uninterrupted_results(
     baseline_config = _config(tmp_path / "baseline", durable)
     killed_config = _config(tmp_path / "killed", durable)
     baseline = _start(baseline_config)  # alongside the loop: two processes, two cores
-
-    loop = _kill_loop(killed_config, random.Random(SEED + durable))
-
-    out, err = baseline.communicate(timeout=TIMEOUT_S)
+    try:
+        loop = _kill_loop(killed_config, random.Random(SEED + durable))
+        out, err = baseline.communicate(timeout=TIMEOUT_S)
+    finally:  # a failed loop leaves no process behind
+        if baseline.poll() is None:
+            baseline.kill()
+            baseline.communicate()
     assert baseline.returncode == 0, f"{out}{err[-3000:]}"
     base, got = _load(baseline_config.parent / "out"), _load(killed_config.parent / "out")
     assert loop.kills == KILLS and loop.starts == KILLS + 1

@@ -154,6 +154,10 @@ def _cal_key(backend: ChatBackend) -> tuple[str, str]:
     return backend.endpoint, backend.model
 
 
+_CAL_SAMPLES = 16
+"""Provider-reported replies per endpoint the calibration learns from (then it stops: each
+sample costs a tiktoken count of the reply)."""
+_CAL_SEEN: dict[tuple[str, str], int] = {}
 _CALIBRATION: dict[tuple[str, str], _Scale] = {}
 """Per (endpoint, model): how much more it bills than tiktoken counts; shared by every client
 of the process (it is a property of the server's tokenizer and template)."""
@@ -416,7 +420,7 @@ class ModelClient:
             usage = response.usage or self._estimate(messages, response.text, backend.model,
                                                      cap=sent.max_output, backend=backend)
             self._check_cap(backend, sent, usage)
-            if usage.source == "provider":
+            if usage.source == "provider" and _CAL_SEEN.get(_cal_key(backend), 0) < _CAL_SAMPLES:
                 self._calibrate(backend, messages, response.text, usage)
             outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
                                       text=response.text, finish_reason=response.finish_reason,
@@ -519,6 +523,7 @@ class ModelClient:
         seen, at least 1): estimates and bounds of later lost replies use it, so they do not
         undercount a model whose tokenizer or chat template is larger than tiktoken's."""
         key = _cal_key(backend)
+        _CAL_SEEN[key] = _CAL_SEEN.get(key, 0) + 1
         counted_prompt = count_chat_tokens(messages, backend.model)
         counted_text = count_text_tokens(text, backend.model) if text else 0
         old = _CALIBRATION.get(key, _Scale())

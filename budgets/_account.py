@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from langgraph.config import get_config
+from langgraph.config import get_config, get_stream_writer
 
 from stratagem._redact import redact
 from stratagem._types import CallStatus
@@ -313,6 +313,9 @@ class Account:
         return unsubscribe
 
     def _emit(self, event: AccountEvent) -> None:
+        writer = _stream_writer()
+        if writer is not None:
+            writer(event)  # LangGraph's custom stream mode: astream() and users' own astream
         for listener in list(self._run.listeners):
             try:
                 listener(event)
@@ -321,7 +324,7 @@ class Account:
 
     def _thresholds(self, role: str) -> None:
         budget = self._run.budget
-        if budget is None or not self._run.listeners:
+        if budget is None:
             return
         for scope in (None, role):
             limit = budget.limit(scope)
@@ -530,9 +533,8 @@ class Account:
             **entry.model_dump(mode="json", exclude={"labels", "started_at"}),
             **{f"label_{k}": v for k, v in entry.labels.items()},
         )
-        if self._run.listeners:
-            self._emit(CallRecorded(entry))
-            self._thresholds(entry.role)
+        self._emit(CallRecorded(entry))
+        self._thresholds(entry.role)
 
     # -- replay ----------------------------------------------------------------------------
 
@@ -709,6 +711,15 @@ def _one_price_table(pricing: Pricing | None, budget: Budget | None, *,
             "Pricing (to the budget or to the account/client), not two"
         )
     return own or pricing or Pricing.default()
+
+
+def _stream_writer() -> Callable[[Any], None] | None:
+    """The running node's custom-stream writer (a no-op unless the graph is streamed with
+    ``custom`` mode), or ``None`` outside a graph."""
+    try:
+        return get_stream_writer()
+    except RuntimeError:
+        return None
 
 
 def _graph_position() -> str | None:

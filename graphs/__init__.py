@@ -39,6 +39,15 @@ from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, CandidateVerdict, RunState, add_counts
+from stratagem.graphs._stream import (
+    CustomEvent,
+    NodeFinished,
+    NodeStarted,
+    RunEvent,
+    RunStopped,
+    astream,
+    stream,
+)
 from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
 from stratagem.graphs._topologies import (
     TOPOLOGIES,
@@ -54,11 +63,16 @@ __all__ = [
     "BranchInput",
     "Candidate",
     "CandidateVerdict",
+    "CustomEvent",
+    "NodeFinished",
+    "NodeStarted",
     "RedactingSerializer",
     "RunContext",
+    "RunEvent",
     "RunResult",
     "RunSpec",
     "RunState",
+    "RunStopped",
     "Verifier",
     "accepted",
     "adaptive",
@@ -68,6 +82,7 @@ __all__ = [
     "aresume",
     "arun",
     "arun_task",
+    "astream",
     "best_candidate",
     "best_of_n",
     "check_params",
@@ -87,6 +102,7 @@ __all__ = [
     "split_budget",
     "sqlite_checkpointer",
     "stratagem_node",
+    "stream",
     "topology_params",
     "tree",
 ]

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from stratagem.budgets._account import (
-    Account,
-    AccountEvent,
-    BudgetThreshold,
-    BudgetView,
-    CallRecorded,
-    OpenCall,
-    Replayed,
-    TransferRecorded,
-)
+from stratagem.budgets._account import Account, BudgetView, OpenCall, Replayed
 from stratagem.budgets._aggregate import UsageTotals, entry_key, group_entries, sum_entries
 from stratagem.budgets._budget import Budget, Reservation
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
+from stratagem.budgets._events import AccountEvent, BudgetThreshold, CallRecorded, TransferRecorded
 from stratagem.budgets._ledger import TokenLedger
 from stratagem.budgets._policies import (
     AllocationPolicy,

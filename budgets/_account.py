@@ -34,22 +34,19 @@ from stratagem._types import CallStatus
 from stratagem.budgets._aggregate import UsageTotals
 from stratagem.budgets._budget import Budget, Reservation
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
+from stratagem.budgets._events import (
+    AccountEvent,
+    BudgetThreshold,
+    CallRecorded,
+    TransferRecorded,
+)
 from stratagem.budgets._ledger import TokenLedger
 from stratagem.budgets._pricing import Pricing
 from stratagem.budgets._usage import Usage
 from stratagem.errors import ConfigError
 from stratagem.logging import get_logger
 
-__all__ = [
-    "Account",
-    "AccountEvent",
-    "BudgetThreshold",
-    "BudgetView",
-    "CallRecorded",
-    "OpenCall",
-    "Replayed",
-    "TransferRecorded",
-]
+__all__ = ["Account", "BudgetView", "OpenCall", "Replayed"]
 
 _log = get_logger("stratagem.llm")
 
@@ -67,40 +64,6 @@ class BudgetView(Protocol):
     def spent(self, role: str | None = None) -> int: ...
     def transfer(self, from_role: str, to_role: str, tokens: int, reason: str, *,
                  node: str = "") -> Transfer: ...
-
-
-# -- events ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class CallRecorded:
-    """A ledger row was written (an attempt ended, or a call was observed)."""
-
-    entry: LedgerEntry
-    kind: str = "call"
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRecorded:
-    """Budget moved between roles."""
-
-    transfer: Transfer
-    kind: str = "transfer"
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetThreshold:
-    """A cap (the run total or a role's) reached ``fraction`` of its limit."""
-
-    run_id: str
-    role: str | None
-    fraction: float
-    spent: int
-    limit: int
-    kind: str = "budget"
-
-
-AccountEvent = CallRecorded | TransferRecorded | BudgetThreshold
-"""What an account tells its subscribers, in the order it happens."""
 
 
 # -- calls ----------------------------------------------------------------------------------

@@ -11,14 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from stratagem.budgets._aggregate import UsageTotals, filter_entries, group_entries, sum_entries
 from stratagem.budgets._entries import LedgerEntry, Transfer
+from stratagem.budgets._events import AccountEvent, CallRecorded, TransferRecorded
 from stratagem.budgets._export import export_csv, export_jsonl
 from stratagem.budgets._frames import entries_frame
 from stratagem.budgets._store import LedgerStore, Synchronous
+from stratagem.logging import get_logger
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["TokenLedger"]
+
+_log = get_logger("stratagem.ledger")
 
 
 class TokenLedger:
@@ -50,6 +54,7 @@ class TokenLedger:
         self._transfers: list[Transfer] = []
         self._transfer_ids: set[str] = set()
         self._intents: dict[str, LedgerEntry] = {}
+        self._listeners: list[Callable[[AccountEvent], None]] = []
         self._replies: dict[str, dict[str, dict[str, Any]]] = {}
         self._store = store
         if store is not None:
@@ -125,7 +130,8 @@ class TokenLedger:
             if self._store is not None:
                 self._store.append(entry)
             self._remember(entry)
-            return True
+        self._notify(CallRecorded(entry))
+        return True
 
     # -- write-ahead intents and recorded outcomes ----------------------------------------
 
@@ -164,7 +170,8 @@ class TokenLedger:
             self._remember(entry)
             if reply is not None:
                 self._replies.setdefault(entry.run_id, {})[reply[0]] = reply[1]
-            return True
+        self._notify(CallRecorded(entry))
+        return True
 
     def record_reply(self, run_id: str, key: str, outcome: dict[str, Any]) -> None:
         """Record how a logical call ended when no row carries it (a final failure)."""
@@ -187,6 +194,25 @@ class TokenLedger:
         with self._lock:
             return list(self._intents.values())
 
+    def subscribe(self, listener: Callable[[AccountEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every row and transfer recorded from now on (after it is
+        durable), whichever account or import recorded it; returns an unsubscribe function.
+        An exception in a listener is logged, not raised."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _notify(self, event: AccountEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a listener must not break the recording
+                _log.warning("ledger.listener_failed", error=f"{type(exc).__name__}: {exc}")
+
     def extend(self, entries: Iterable[LedgerEntry]) -> int:
         """Record several calls; returns how many were new."""
         return sum(1 for e in entries if self.append(e))
@@ -200,7 +226,8 @@ class TokenLedger:
                 self._store.append_transfer(transfer)
             self._transfer_ids.add(transfer.event_id)
             self._transfers.append(transfer)
-            return True
+        self._notify(TransferRecorded(transfer))
+        return True
 
     def __contains__(self, call_id: object) -> bool:
         return call_id in self._ids

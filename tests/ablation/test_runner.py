@@ -769,3 +769,15 @@ def test_the_simulator_answers_the_last_question_when_an_example_is_also_one_of_
     )
     reply = asyncio.run(model.send(request))
     assert reply.text.endswith("Answer: 9")
+
+
+def test_the_runner_hands_every_row_and_transfer_to_a_callback(tmp_path: Path) -> None:
+    from stratagem.budgets import CallRecorded, TransferRecorded
+
+    events: list[object] = []
+    config = sim_config(tmp_path / "out", **SMALL, run={"reallocation": "judge_feedback"})
+    asyncio.run(run_ablation(config, on_event=events.append))
+    with LedgerStore(tmp_path / "out" / "ledger.sqlite") as store:
+        rows, moves = store.entries(), store.transfers()
+    assert [e.entry for e in events if isinstance(e, CallRecorded)] == rows
+    assert [e.transfer for e in events if isinstance(e, TransferRecorded)] == moves

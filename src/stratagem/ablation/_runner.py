@@ -43,6 +43,7 @@ from stratagem.agents import (
     check_endpoint,
 )
 from stratagem.budgets import (
+    AccountEvent,
     AllocationPolicy,
     LedgerEntry,
     LedgerStore,
@@ -423,6 +424,7 @@ async def run_ablation(
     on_progress: Callable[[int, int], None] | None = None,
     executor: Executor | None = None,
     retry_failed: bool = False,
+    on_event: Callable[[AccountEvent], None] | None = None,
 ) -> AblationOutcome:
     """Run (or resume) the ablation ``config`` describes; write results, ledger, report.
 
@@ -430,6 +432,10 @@ async def run_ablation(
         config: The validated config.
         config_text: The config file's text, copied into the output folder and report.
         on_progress: Called with (finished, total) after every run.
+        on_event: Called with every ledger row (``CallRecorded``) and budget move
+            (``TransferRecorded``) as this process records it, the same events
+            :func:`stratagem.graphs.astream` yields (rows shipped back by Ray workers
+            arrive when their batch does).
         executor: Where the runs execute (:class:`LocalExecutor` by default; see
             :class:`RayExecutor`). Whatever it is, this process alone writes the output.
         retry_failed: Rerun exactly the finished runs of the existing output folder that
@@ -464,6 +470,8 @@ async def run_ablation(
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
+        if on_event is not None:
+            ledger.subscribe(on_event)
         if retry_failed:
             retry = {r.run_id for r in rs.records() if needs_retry(r)}
             todo = [replace(p, retry=_next_retry(ledger, p.run_id))

@@ -45,3 +45,12 @@ def test_the_viewer_benchmark_runs_to_its_summary() -> None:
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("SUMMARY viewer: first page of 300 runs in ")
+
+
+def test_the_instrument_benchmark_runs_to_its_summary() -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "instrument.py"), "--runs", "2",
+                           "--cpu-runs", "2", "--latency", "0.001"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("SUMMARY instrument: handler ")

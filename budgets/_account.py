@@ -681,8 +681,8 @@ def _stream_writer() -> Callable[[Any], None] | None:
     ``custom`` mode), or ``None`` outside a graph."""
     try:
         return get_stream_writer()
-    except RuntimeError:
-        return None
+    except (RuntimeError, KeyError):  # outside a graph; or a runnable config without a
+        return None                   # LangGraph runtime (a chat model called by a node)
 
 
 def _graph_position() -> str | None:
@@ -705,7 +705,7 @@ def _position_fields() -> dict[str, Any]:
 def _metadata() -> Mapping[str, Any] | None:
     try:
         config = get_config()
-    except RuntimeError:
+    except (RuntimeError, KeyError):
         return None
     md = config.get("metadata")
     return md if isinstance(md, Mapping) else None

@@ -265,12 +265,13 @@ def test_enforce_every_attempt_is_a_row_and_the_handler_adds_none(
     assert all(row.cap_sent == CAP for row, _ in pairs)
 
 
-@pytest.mark.xfail(strict=True, reason="budgeted() calls the wrapped _generate, past "
-                   "BaseChatModel's streaming dispatch; ChatOpenAI(streaming=True)._generate "
-                   "sends stream=true and parses the SSE stream as one reply (ValueError)")
 def test_budgeted_streaming_chat_openai_answers() -> None:
     with FakeOpenAIServer(lambda body: "a short answer") as srv:
         chat = ChatOpenAI(model="m", base_url=srv.base_url, api_key="none",  # type: ignore[arg-type]
                           max_retries=0, streaming=True, stream_usage=True)
         llm = budgeted(chat, Account(budget=Budget(total=10_000)), backend="llamacpp")
         assert llm.invoke("hi").content == "a short answer"
+        (record,) = [r for r in srv.log if r.path.endswith("/chat/completions")]
+    (row,) = llm.account.entries()
+    assert record.stream and row.usage_source == "provider" and record.usage is not None
+    assert row.completion_tokens == record.usage.completion_tokens

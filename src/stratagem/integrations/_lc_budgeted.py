@@ -29,6 +29,7 @@ from typing import Any, cast
 import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import (
@@ -119,6 +120,11 @@ class BudgetedChatModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
+        if getattr(self.inner, "streaming", False):
+            # A model built to stream answers invoke() from its stream (as LangChain's own
+            # dispatch would): through this model's _stream, so the budget still applies.
+            return generate_from_stream(self._stream(messages, stop=stop,
+                                                     run_manager=run_manager, **kwargs))
         ctx = self._context(messages, kwargs, run_manager)
         rng = random.Random(self.seed)
         for number in range(1, self.retry.max_attempts + 1):
@@ -139,6 +145,9 @@ class BudgetedChatModel(BaseChatModel):
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
+        if getattr(self.inner, "streaming", False):
+            return await agenerate_from_stream(self._astream(messages, stop=stop,
+                                                             run_manager=run_manager, **kwargs))
         ctx = self._context(messages, kwargs, run_manager)
         rng = random.Random(self.seed)
         for number in range(1, self.retry.max_attempts + 1):

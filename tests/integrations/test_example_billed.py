@@ -242,7 +242,7 @@ def test_enforce_every_attempt_is_a_row_and_the_handler_adds_none(
 
         plain = app()
         # Faults on first attempts, each retried by the budgeted model: the runs finish.
-        # (The cut reply is not streamed: see the xfail below.)
+        # (The cut reply is not streamed here; streaming through budgeted() is tested below.)
         proxy.enqueue_faults([Fault.rate_limit(retry_after=0.01), Fault.server_error(500),
                               None, None, Fault.missing_usage()])
         _run(plain, handler, fails=False)

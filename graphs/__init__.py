@@ -50,8 +50,10 @@ from stratagem.graphs._stream import (
 )
 from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
 from stratagem.graphs._topologies import (
+    DESIGN_ROLE_ORDER,
     TOPOLOGIES,
     check_params,
+    design_roles,
     resolve_topology,
     topology_params,
 )
@@ -59,6 +61,7 @@ from stratagem.graphs._tree import tree
 
 __all__ = [
     "DEFAULT_SPLITS",
+    "DESIGN_ROLE_ORDER",
     "TOPOLOGIES",
     "BranchInput",
     "Candidate",
@@ -87,6 +90,7 @@ __all__ = [
     "best_of_n",
     "check_params",
     "decompose_solve",
+    "design_roles",
     "finalize_node",
     "majority_vote",
     "normalize_answer",

@@ -78,6 +78,9 @@ class TopologyConfig(_Strict):
         return value
     label: str | None = None
     """How it appears in results (default: the name and its parameters)."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """This topology's solver temperature, when it must differ from ``[run] temperature``
+    (``0``: greedy). Unset, every topology samples at ``[run] temperature``."""
 
     def params(self) -> dict[str, Any]:
         """The builder's keyword arguments."""
@@ -85,8 +88,14 @@ class TopologyConfig(_Strict):
 
     def display(self) -> str:
         """The label used in results."""
-        return self.label or _label(self.name, {k: str(v) for k, v in
-                                                sorted(self.params().items())})
+        shown = {k: str(v) for k, v in sorted(self.params().items())}
+        if self.temperature is not None:  # unset: labels (and run ids) stay as they were
+            shown["temperature"] = _number(self.temperature)
+        return self.label or _label(self.name, shown)
+
+    def sampling_temperature(self, run: RunSettings) -> float:
+        """The temperature its solver calls use: its own, else ``run.temperature``."""
+        return run.temperature if self.temperature is None else self.temperature
 
 
 class SuiteConfig(_Strict):
@@ -229,7 +238,8 @@ class RunSettings(_Strict):
     concurrency: Int = Field(default=4, ge=1, le=4096)
     """Runs in flight at once."""
     temperature: Float = Field(default=0.8, ge=0, le=2)
-    """Sampling temperature of parallel samples."""
+    """Sampling temperature of every solver call of every topology (``0``: greedy); a
+    topology table's own ``temperature`` overrides it for that topology."""
     judge_with: Literal["llm", "verifier"] = "llm"
     """Judge by the model, or by the task's exact checker (the 'perfect verifier' ablation)."""
     reallocation: Literal["none", "judge_feedback"] = "none"

@@ -59,6 +59,7 @@ from stratagem.graphs import (
     RunSpec,
     arun_task,
     check_params,
+    design_roles,
     resolve_topology,
 )
 from stratagem.logging import get_logger
@@ -102,6 +103,8 @@ class PlannedRun:
     retry: int = 0
     """0 for a first execution; N for the N-th rerun by ``retry_failed`` (the rows of the
     calls it makes carry the label ``retry=N``)."""
+    temperature: float | None = None
+    """The solver's sampling temperature (the topology's, else ``[run] temperature``)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ def plan_runs(config: AblationConfig,
                                 topology_params=topo.params(), budget=budget,
                                 allocated=allocated, policy=policy_name, seed=seed,
                                 suite=suite.name, task=task,
+                                temperature=topo.sampling_temperature(config.run),
                             ))
     return runs
 
@@ -356,7 +360,9 @@ class Sweep:
             plan.task.question, topology=plan.topology_name, params=plan.topology_params,
             budget=plan.allocated, split=config.run.split or None,
             policy=config.run.reallocation, feedback_threshold=config.run.feedback_threshold,
-            seed=plan.seed, temperature=config.run.temperature,
+            seed=plan.seed,
+            temperature=config.run.temperature if plan.temperature is None
+            else plan.temperature,
             labels={"topology": plan.topology, "budget": str(plan.budget),
                     "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
                     "task": plan.task.id, "cell": plan.cell,
@@ -390,8 +396,12 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
     correct = False if result is None else bool(suite.check(plan.task, answer_text))
     plan_state = {} if result is None else (result.state.get("plan") or {})
     accepted = 0 if result is None else sum(result.accepted_tokens.values())
-    roles = role_order(str(r) for r in by_role)
-    role_tokens = {r: int(by_role[r].total_tokens) for r in roles}
+    called = role_order(str(r) for r in by_role)
+    role_tokens = {r: int(by_role[r].total_tokens) for r in called}
+    mode = str(plan_state.get("mode") or plan.topology_name)
+    design = design_roles(plan.topology_name, plan.topology_params,
+                          mode=mode if plan.topology_name == "adaptive" else None)
+    refused = 0 if result is None else int(result.state.get("refused_calls", 0))
     return RunRecord(
         run_id=plan.run_id, cell=plan.cell, suite=plan.suite, task_id=plan.task.id,
         difficulty=plan.task.difficulty, topology=plan.topology,
@@ -401,7 +411,8 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         correct=correct, score=None if result is None else result.score,
         answer=("" if result is None else result.answer)[:500],
         stop_reason="error" if result is None else result.stop_reason,
-        mode=str(plan_state.get("mode") or plan.topology_name), roles_present="+".join(roles),
+        mode=mode, roles_present="+".join(design), roles_called="+".join(called),
+        temperature=plan.temperature, no_call=totals.calls == 0 and refused > 0,
         tokens_total=totals.total_tokens, prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens, cached_tokens=totals.cached_tokens,
         reasoning_tokens=totals.reasoning_tokens,
@@ -411,6 +422,7 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         role_tokens=role_tokens,
         accepted_tokens=accepted, waste_tokens=totals.total_tokens - accepted,
         calls=totals.calls, error_calls=totals.error_calls,
+        refused_calls=refused,
         failed_calls=0 if result is None else int(result.state.get("failed_calls", 0)),
         transfers=len(ledger.transfers(plan.run_id)),
         cost_usd=None if totals.cost_unknown else totals.cost_usd, wall_s=wall, error=error,

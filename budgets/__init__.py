@@ -5,6 +5,11 @@ from __future__ import annotations
 from stratagem.budgets._account import Account, BudgetView, OpenCall, Replayed
 from stratagem.budgets._aggregate import UsageTotals, entry_key, group_entries, sum_entries
 from stratagem.budgets._budget import Budget, Reservation
+from stratagem.budgets._consistency import (
+    AdaptiveConsistency,
+    ConsistencyDecision,
+    majority_probability,
+)
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
 from stratagem.budgets._events import AccountEvent, BudgetThreshold, CallRecorded, TransferRecorded
 from stratagem.budgets._ledger import TokenLedger
@@ -40,11 +45,13 @@ __all__ = [
     "TIKTOKEN_FILES_VERSION",
     "Account",
     "AccountEvent",
+    "AdaptiveConsistency",
     "AllocationPolicy",
     "Budget",
     "BudgetThreshold",
     "BudgetView",
     "CallRecorded",
+    "ConsistencyDecision",
     "DifficultyAdaptive",
     "FeedbackDecision",
     "JudgeFeedback",
@@ -71,6 +78,7 @@ __all__ = [
     "estimate_usage",
     "get_encoding",
     "group_entries",
+    "majority_probability",
     "new_call_id",
     "seed_tiktoken_cache",
     "sum_entries",

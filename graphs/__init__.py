@@ -9,7 +9,8 @@ with :class:`RunContext` as its runtime context, and an explicit recursion limit
 * :func:`best_of_n` - N parallel samples, chosen by vote, judge, knockout or verifier;
 * :func:`refine` - solve, critique, revise;
 * :func:`tree` - beam search or MCTS with the judge as value function;
-* :func:`adaptive` - the planner picks the mode and the budget split.
+* :func:`adaptive` - the planner picks the mode and the budget split;
+* :func:`adaptive_consistency` - majority voting that stops once the majority is clear.
 
 Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`; or
 describe one run with a :class:`RunSpec` and :func:`run_task` it (what ``stratagem run`` and
@@ -33,6 +34,7 @@ from stratagem.graphs._common import (
     run_context,
     stratagem_node,
 )
+from stratagem.graphs._consistency import adaptive_consistency
 from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
 from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
@@ -79,6 +81,7 @@ __all__ = [
     "Verifier",
     "accepted",
     "adaptive",
+    "adaptive_consistency",
     "add_counts",
     "answer_key",
     "apply_split",

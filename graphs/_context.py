@@ -39,6 +39,7 @@ DEFAULT_SPLITS: Mapping[str, Mapping[str, float]] = {
     "refine": {"solver": 0.6, "judge": 0.4},
     "tree": {"solver": 0.6, "judge": 0.4},
     "adaptive": {"planner": 0.1, "decomposer": 0.1, "solver": 0.6, "judge": 0.2},
+    "adaptive_consistency": {"solver": 1.0},
 }
 """How a run's token budget is split between roles by default, per topology."""
 

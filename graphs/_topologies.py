@@ -18,6 +18,7 @@ from typing import Any
 
 from stratagem.errors import ConfigError
 from stratagem.graphs._adaptive import adaptive
+from stratagem.graphs._consistency import adaptive_consistency
 from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._simple import Compiled, plan_solve, single
@@ -34,6 +35,7 @@ TOPOLOGIES: dict[str, Callable[..., Compiled]] = {
     "refine": refine,
     "tree": tree,
     "adaptive": adaptive,
+    "adaptive_consistency": adaptive_consistency,
 }
 """Topology name -> builder."""
 

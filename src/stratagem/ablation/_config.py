@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from stratagem.agents import EndpointConfig
-from stratagem.budgets import AllocationPolicy, DifficultyAdaptive, Uniform
+from stratagem.budgets import AdaptiveConsistency, AllocationPolicy, DifficultyAdaptive, Uniform
 from stratagem.errors import ConfigError
 from stratagem.simulate import SimEffects
 from stratagem.tasks import MAX_FEW_SHOT
@@ -36,9 +36,9 @@ __all__ = [
     "parse_config",
 ]
 
-PolicyName = Literal["uniform", "difficulty_adaptive"]
+PolicyName = Literal["uniform", "difficulty_adaptive", "adaptive_consistency"]
 TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
-                  "adaptive")
+                  "adaptive", "adaptive_consistency")
 
 
 class _Strict(BaseModel):
@@ -135,11 +135,15 @@ class PolicyConfig(_Strict):
     """An allocation policy of the grid, with its parameters.
 
     ``"uniform"`` takes none; ``"difficulty_adaptive"`` takes those of
-    :class:`~stratagem.budgets.DifficultyAdaptive` (defaults there).
+    :class:`~stratagem.budgets.DifficultyAdaptive` (``floor``, ``exponent``, ``skip_above``,
+    ``skip_weight``); ``"adaptive_consistency"`` those of
+    :class:`~stratagem.budgets.AdaptiveConsistency` (``threshold``, ``batch``,
+    ``min_samples``, ``criterion``; its cap on samples is each voting topology's ``n``).
+    Defaults are the classes'.
     """
 
     name: PolicyName
-    """``uniform`` or ``difficulty_adaptive``."""
+    """``uniform``, ``difficulty_adaptive`` or ``adaptive_consistency``."""
     label: str | None = None
     """How it appears in results (default: the name and its parameters)."""
     floor: float | None = Field(default=None, ge=0, allow_inf_nan=False)
@@ -150,17 +154,32 @@ class PolicyConfig(_Strict):
     """Tasks harder than this are judged hopeless and get ``skip_weight``."""
     skip_weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Weight of a hopeless task (default: ``floor``)."""
+    threshold: float | None = Field(default=None, ge=0.5, lt=1)
+    """adaptive_consistency: the probability of the leader being the majority that stops."""
+    batch: int | None = Field(default=None, ge=1, le=256)
+    """adaptive_consistency: samples per round."""
+    min_samples: int | None = Field(default=None, ge=1, le=256)
+    """adaptive_consistency: never stop before this many samples."""
+    criterion: Literal["beta", "dirichlet"] | None = None
+    """adaptive_consistency: ``beta`` or ``dirichlet``."""
 
-    def params(self) -> dict[str, float]:
+    _OWN: ClassVar[dict[str, tuple[str, ...]]] = {
+        "uniform": (),
+        "difficulty_adaptive": ("floor", "exponent", "skip_above", "skip_weight"),
+        "adaptive_consistency": ("threshold", "batch", "min_samples", "criterion"),
+    }
+
+    def params(self) -> dict[str, Any]:
         """The parameters that were set."""
-        return {k: v for k, v in (("floor", self.floor), ("exponent", self.exponent),
-                                  ("skip_above", self.skip_above),
-                                  ("skip_weight", self.skip_weight)) if v is not None}
+        names = [n for names in self._OWN.values() for n in names]
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     @model_validator(mode="after")
-    def _only_adaptive_has_parameters(self) -> PolicyConfig:
-        if self.name == "uniform" and self.params():
-            raise ValueError(f"uniform takes no parameters, got {', '.join(self.params())}")
+    def _only_own_parameters(self) -> PolicyConfig:
+        foreign = [k for k in self.params() if k not in self._OWN[self.name]]
+        if foreign:
+            takes = ", ".join(self._OWN[self.name]) or "no parameters"
+            raise ValueError(f"{self.name} takes {takes}, got {', '.join(foreign)}")
         if self.skip_weight is not None and self.skip_above is None:
             raise ValueError("skip_weight needs skip_above (which tasks count as hopeless)")
         return self
@@ -169,11 +188,13 @@ class PolicyConfig(_Strict):
         """The policy object."""
         if self.name == "uniform":
             return Uniform()
-        return DifficultyAdaptive(**self.params())  # type: ignore[arg-type]
+        if self.name == "adaptive_consistency":
+            return AdaptiveConsistency(**self.params())
+        return DifficultyAdaptive(**self.params())
 
     def display(self) -> str:
         """The label used in results."""
-        return self.label or _label(self.name, {k: _number(v)
+        return self.label or _label(self.name, {k: v if isinstance(v, str) else _number(v)
                                                 for k, v in self.params().items()})
 
 

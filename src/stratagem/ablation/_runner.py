@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import sqlite3
 import time
@@ -44,6 +45,7 @@ from stratagem.agents import (
 )
 from stratagem.budgets import (
     AccountEvent,
+    AdaptiveConsistency,
     AllocationPolicy,
     LedgerEntry,
     LedgerStore,
@@ -105,6 +107,12 @@ class PlannedRun:
     calls it makes carry the label ``retry=N``)."""
     temperature: float | None = None
     """The solver's sampling temperature (the topology's, else ``[run] temperature``)."""
+    graph_name: str | None = None
+    """The graph actually run when the cell's policy changes how the topology samples
+    (``adaptive_consistency`` runs a voting ``best_of_n`` under its stopping rule); ``None``:
+    ``topology_name`` itself. The budget split stays the grid topology's (matched budgets)."""
+    graph_params: dict[str, Any] | None = None
+    """That graph's parameters."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,7 @@ def plan_runs(config: AblationConfig,
                     for suite, tasks in suites:
                         shares = policy.allocate(
                             [t.difficulty for t in tasks], budget * len(tasks))
+                        graph = _under_policy(policy, topo.name, topo.params())
                         for task, allocated in zip(tasks, shares, strict=True):
                             runs.append(PlannedRun(
                                 run_id=_run_id(cell, seed, suite.name, task.id),
@@ -203,8 +212,29 @@ def plan_runs(config: AblationConfig,
                                 allocated=allocated, policy=policy_name, seed=seed,
                                 suite=suite.name, task=task,
                                 temperature=topo.sampling_temperature(config.run),
+                                graph_name=None if graph is None else graph[0],
+                                graph_params=None if graph is None else graph[1],
                             ))
     return runs
+
+
+def _under_policy(policy: AllocationPolicy, name: str,
+                  params: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The graph a policy runs in place of topology ``name``, or ``None`` for the topology.
+
+    Adaptive-Consistency applies to majority voting: a ``best_of_n`` with ``select = "vote"``
+    runs as ``adaptive_consistency`` with its ``n`` as the cap on samples. Other topologies
+    run unchanged (a verifier's early stop, or a single sample, needs no vote).
+    """
+    if not isinstance(policy, AdaptiveConsistency) or name != "best_of_n":
+        return None
+    defaults = inspect.signature(resolve_topology("best_of_n")).parameters
+    if params.get("select", defaults["select"].default) != "vote":
+        return None
+    n = int(params.get("n", defaults["n"].default))
+    return "adaptive_consistency", {
+        "max_samples": n, "threshold": policy.threshold, "batch": min(policy.batch, n),
+        "min_samples": min(policy.min_samples, n), "criterion": policy.criterion}
 
 
 @dataclass(frozen=True)
@@ -348,11 +378,14 @@ class Sweep:
                    client: ModelClient, graphs: dict[str, Any],
                    saver: BaseCheckpointSaver[Any] | None) -> RunRecord:
         config = self.config
-        graph = graphs.get(plan.topology)
+        name = plan.graph_name or plan.topology_name
+        params = plan.topology_params if plan.graph_params is None else plan.graph_params
+        key = plan.topology if plan.graph_name is None else f"{plan.topology}@{name}"
+        graph = graphs.get(key)
         if graph is None:
-            builder = resolve_topology(plan.topology_name)
+            builder = resolve_topology(name)
             try:
-                graph = graphs[plan.topology] = builder(**plan.topology_params)
+                graph = graphs[key] = builder(**params)
             except TypeError as exc:
                 raise ConfigError(f"topology {plan.topology_name}: bad parameter: {exc}") \
                     from exc
@@ -398,9 +431,10 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
     accepted = 0 if result is None else sum(result.accepted_tokens.values())
     called = role_order(str(r) for r in by_role)
     role_tokens = {r: int(by_role[r].total_tokens) for r in called}
-    mode = str(plan_state.get("mode") or plan.topology_name)
-    design = design_roles(plan.topology_name, plan.topology_params,
-                          mode=mode if plan.topology_name == "adaptive" else None)
+    name = plan.graph_name or plan.topology_name
+    mode = str(plan_state.get("mode") or name)
+    design = design_roles(name, plan.topology_params if plan.graph_params is None
+                          else plan.graph_params, mode=mode if name == "adaptive" else None)
     refused = 0 if result is None else int(result.state.get("refused_calls", 0))
     return RunRecord(
         run_id=plan.run_id, cell=plan.cell, suite=plan.suite, task_id=plan.task.id,

@@ -5,6 +5,15 @@ from __future__ import annotations
 from stratagem.budgets._account import Account, BudgetView, OpenCall, Replayed
 from stratagem.budgets._aggregate import UsageTotals, entry_key, group_entries, sum_entries
 from stratagem.budgets._budget import Budget, Reservation
+from stratagem.budgets._compute_optimal import (
+    CalibrationTable,
+    ComputeOptimal,
+    PoolSample,
+    StrategyChoice,
+    option_outcome,
+    probe_bin,
+    record_choice,
+)
 from stratagem.budgets._consistency import (
     AdaptiveConsistency,
     ConsistencyDecision,
@@ -50,7 +59,9 @@ __all__ = [
     "Budget",
     "BudgetThreshold",
     "BudgetView",
+    "CalibrationTable",
     "CallRecorded",
+    "ComputeOptimal",
     "ConsistencyDecision",
     "DifficultyAdaptive",
     "FeedbackDecision",
@@ -59,10 +70,12 @@ __all__ = [
     "LedgerStore",
     "ModelPrice",
     "OpenCall",
+    "PoolSample",
     "Pricing",
     "ReallocationPolicy",
     "Replayed",
     "Reservation",
+    "StrategyChoice",
     "TiktokenFile",
     "TokenLedger",
     "Transfer",
@@ -80,6 +93,9 @@ __all__ = [
     "group_entries",
     "majority_probability",
     "new_call_id",
+    "option_outcome",
+    "probe_bin",
+    "record_choice",
     "seed_tiktoken_cache",
     "sum_entries",
 ]

@@ -41,6 +41,7 @@ from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, CandidateVerdict, RunState, add_counts
+from stratagem.graphs._strategic import compute_optimal
 from stratagem.graphs._stream import (
     CustomEvent,
     NodeFinished,
@@ -92,6 +93,7 @@ __all__ = [
     "best_candidate",
     "best_of_n",
     "check_params",
+    "compute_optimal",
     "decompose_solve",
     "design_roles",
     "finalize_node",

@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stratagem.budgets import AdaptiveConsistency
-from stratagem.graphs._common import finalize_node, normalize_answer, run_context
+from stratagem.graphs._common import answer_key, finalize_node, run_context
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._fanout import fan_out, sample
 from stratagem.graphs._simple import Builder, Compiled, _compile, add_node
@@ -60,7 +60,7 @@ def adaptive_consistency(
         if not any(c.get("round", 0) == current for c in candidates):
             return {"stop_reason": state.get("stop_reason")
                     or f"budget exhausted: no sample of round {current} fit"}
-        answers = [normalize_answer(c.get("answer", "")) for c in candidates]
+        answers = [answer_key(c.get("answer", "")) for c in candidates]
         decision = rule.decide(answers)
         update: dict[str, Any] = {"notes": [decision.reason]}
         if decision.stop:

@@ -78,6 +78,10 @@ def design_roles(topology: str, params: Mapping[str, Any] | None = None, *,
             roles.add("decomposer")
         elif mode in ("parallel", "sequential"):
             roles.add(judge)
+    elif topology == "compute_optimal":
+        table = params.get("table")
+        if isinstance(table, Mapping) and table.get("verifier"):
+            roles.add("verifier")
     elif topology not in TOPOLOGIES:
         raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
     return tuple(r for r in DESIGN_ROLE_ORDER if r in roles)

@@ -18,7 +18,13 @@ from pydantic import (
 )
 
 from stratagem.agents import EndpointConfig
-from stratagem.budgets import AdaptiveConsistency, AllocationPolicy, DifficultyAdaptive, Uniform
+from stratagem.budgets import (
+    AdaptiveConsistency,
+    AllocationPolicy,
+    ComputeOptimal,
+    DifficultyAdaptive,
+    Uniform,
+)
 from stratagem.errors import ConfigError
 from stratagem.simulate import SimEffects
 from stratagem.tasks import MAX_FEW_SHOT
@@ -36,7 +42,8 @@ __all__ = [
     "parse_config",
 ]
 
-PolicyName = Literal["uniform", "difficulty_adaptive", "adaptive_consistency"]
+PolicyName = Literal["uniform", "difficulty_adaptive", "adaptive_consistency",
+                     "compute_optimal"]
 TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
                   "adaptive", "adaptive_consistency")
 
@@ -138,8 +145,10 @@ class PolicyConfig(_Strict):
     :class:`~stratagem.budgets.DifficultyAdaptive` (``floor``, ``exponent``, ``skip_above``,
     ``skip_weight``); ``"adaptive_consistency"`` those of
     :class:`~stratagem.budgets.AdaptiveConsistency` (``threshold``, ``batch``,
-    ``min_samples``, ``criterion``; its cap on samples is each voting topology's ``n``).
-    Defaults are the classes'.
+    ``min_samples``, ``criterion``; its cap on samples is each voting topology's ``n``);
+    ``"compute_optimal"`` those of :class:`~stratagem.budgets.ComputeOptimal` (``probe``,
+    ``samples``, ``calibration``, ``cap``, ``prior``, ``threshold``). Defaults are the
+    classes'.
     """
 
     name: PolicyName
@@ -162,16 +171,27 @@ class PolicyConfig(_Strict):
     """adaptive_consistency: never stop before this many samples."""
     criterion: Literal["beta", "dirichlet"] | None = None
     """adaptive_consistency: ``beta`` or ``dirichlet``."""
+    probe: int | None = Field(default=None, ge=1, le=16)
+    """compute_optimal: probe samples per query."""
+    samples: list[int] | None = Field(default=None, min_length=1)
+    """compute_optimal: sample caps of the options past the probe."""
+    calibration: int | None = Field(default=None, ge=1, le=10_000)
+    """compute_optimal: calibration tasks per suite, drawn apart from the evaluated ones."""
+    cap: float | None = Field(default=None, ge=1, allow_inf_nan=False)
+    """compute_optimal: a run's hard cap, as a multiple of the cell's budget per task."""
+    prior: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """compute_optimal: shrinkage weight of the calibration table."""
 
     _OWN: ClassVar[dict[str, tuple[str, ...]]] = {
         "uniform": (),
         "difficulty_adaptive": ("floor", "exponent", "skip_above", "skip_weight"),
         "adaptive_consistency": ("threshold", "batch", "min_samples", "criterion"),
+        "compute_optimal": ("probe", "samples", "calibration", "cap", "prior", "threshold"),
     }
 
     def params(self) -> dict[str, Any]:
         """The parameters that were set."""
-        names = [n for names in self._OWN.values() for n in names]
+        names = dict.fromkeys(n for names in self._OWN.values() for n in names)
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     @model_validator(mode="after")
@@ -190,12 +210,16 @@ class PolicyConfig(_Strict):
             return Uniform()
         if self.name == "adaptive_consistency":
             return AdaptiveConsistency(**self.params())
+        if self.name == "compute_optimal":
+            params = self.params()
+            if "samples" in params:
+                params["samples"] = tuple(params["samples"])
+            return ComputeOptimal(**params)
         return DifficultyAdaptive(**self.params())
 
     def display(self) -> str:
         """The label used in results."""
-        return self.label or _label(self.name, {k: v if isinstance(v, str) else _number(v)
-                                                for k, v in self.params().items()})
+        return self.label or _label(self.name, {k: _shown(v) for k, v in self.params().items()})
 
 
 def _label(name: str, params: dict[str, str]) -> str:
@@ -203,6 +227,14 @@ def _label(name: str, params: dict[str, str]) -> str:
     if not params:
         return name
     return f"{name}(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return "/".join(_shown(v) for v in value)
+    return _number(value)
 
 
 def _number(value: float) -> str:

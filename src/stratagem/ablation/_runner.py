@@ -18,6 +18,7 @@ failed outright; ``retry_failed=True`` reruns exactly those, asking the failed c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -32,7 +33,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from stratagem._sqlite import connect_readonly
-from stratagem.ablation._config import AblationConfig
+from stratagem.ablation._calibrate import calibrate, calibration_key
+from stratagem.ablation._config import AblationConfig, TopologyConfig
 from stratagem.ablation._executors import Executor, LocalExecutor
 from stratagem.ablation._results import ResultsStore
 from stratagem.agents import (
@@ -47,6 +49,8 @@ from stratagem.budgets import (
     AccountEvent,
     AdaptiveConsistency,
     AllocationPolicy,
+    CalibrationTable,
+    ComputeOptimal,
     LedgerEntry,
     LedgerStore,
     Pricing,
@@ -57,12 +61,15 @@ from stratagem.budgets import (
 )
 from stratagem.errors import ConfigError, LedgerFormatError, RunError
 from stratagem.graphs import (
+    DEFAULT_SPLITS,
     RunResult,
     RunSpec,
     arun_task,
     check_params,
+    compute_optimal,
     design_roles,
     resolve_topology,
+    split_budget,
 )
 from stratagem.logging import get_logger
 from stratagem.records import RunRecord, role_order
@@ -81,6 +88,9 @@ __all__ = [
 ]
 
 _log = get_logger("stratagem.ablation")
+
+POLICY_GRAPHS: dict[str, Callable[..., Any]] = {"compute_optimal": compute_optimal}
+"""Graphs a policy runs in place of a grid topology (never named by a config)."""
 
 BackendWrapper = Callable[[ChatBackend, EndpointConfig], ChatBackend]
 """Wraps each backend a process builds, given the endpoint config it came from (the Ray
@@ -113,6 +123,9 @@ class PlannedRun:
     ``topology_name`` itself. The budget split stays the grid topology's (matched budgets)."""
     graph_params: dict[str, Any] | None = None
     """That graph's parameters."""
+    limit: int | None = None
+    """The run's hard budget when its policy may spend past its share (``compute_optimal``
+    chooses per query, meeting the batch's total in expectation); ``None``: ``allocated``."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +202,13 @@ def _suites(config: AblationConfig) -> list[tuple[Suite, list[Task]]]:
 
 
 def plan_runs(config: AblationConfig,
-              suites: Sequence[tuple[Suite, Sequence[Task]]]) -> list[PlannedRun]:
-    """Every run of the grid, in a deterministic order (ids are stable across restarts)."""
+              suites: Sequence[tuple[Suite, Sequence[Task]]],
+              calibration: Mapping[str, Mapping[str, Any]] | None = None) -> list[PlannedRun]:
+    """Every run of the grid, in a deterministic order (ids are stable across restarts).
+
+    ``calibration`` holds the fitted tables of ``compute_optimal`` policies (by
+    :func:`calibration_key`); without them such runs are planned but cannot execute.
+    """
     runs = []
     policies: dict[str, AllocationPolicy] = {p.display(): p.build()
                                              for p in config.grid.policies}
@@ -204,8 +222,14 @@ def plan_runs(config: AblationConfig,
                         shares = policy.allocate(
                             [t.difficulty for t in tasks], budget * len(tasks))
                         graph = _under_policy(policy, topo.name, topo.params())
+                        limit = None
+                        if isinstance(policy, ComputeOptimal) and topo.name == "best_of_n":
+                            graph, limit = _compute_optimal_graph(
+                                policy, config, topo, policy_name, suite.name, budget,
+                                calibration or {})
                         for task, allocated in zip(tasks, shares, strict=True):
                             runs.append(PlannedRun(
+                                limit=None if limit is None else max(limit, allocated),
                                 run_id=_run_id(cell, seed, suite.name, task.id),
                                 cell=cell, topology=label, topology_name=topo.name,
                                 topology_params=topo.params(), budget=budget,
@@ -237,6 +261,31 @@ def _under_policy(policy: AllocationPolicy, name: str,
         "min_samples": min(policy.min_samples, n), "criterion": policy.criterion}
 
 
+def _compute_optimal_graph(
+    policy: ComputeOptimal, config: AblationConfig, topo: TopologyConfig, label: str,
+    suite: str, budget: int, calibration: Mapping[str, Mapping[str, Any]],
+) -> tuple[tuple[str, dict[str, Any]], int]:
+    """The ``compute_optimal`` graph of one cell, and its runs' hard cap in tokens.
+
+    The token price is set so the calibration mix's expected solver spend per query equals
+    the solver's share of the cell's budget per task (the batch's total, in expectation).
+    """
+    verifier = topo.params().get("select", "vote") == "verifier"
+    key = calibration_key(label, suite, verifier, topo.sampling_temperature(config.run))
+    limit = int(policy.cap * budget)
+    table = calibration.get(key)
+    if table is None:
+        return ("compute_optimal", {}), limit
+    shares = config.run.split or DEFAULT_SPLITS["best_of_n"]
+    share = split_budget(budget, shares).get("solver", budget)
+    solver_cap = policy.cap * share
+    fitted = CalibrationTable.from_json(table)
+    price = fitted.price_for(share, solver_cap)
+    return ("compute_optimal", {"table": dict(table), "price": price,
+                                "cap_tokens": solver_cap,
+                                "threshold": policy.threshold}), limit
+
+
 @dataclass(frozen=True)
 class Sweep:
     """Everything needed to execute runs of one ablation, in this process or another.
@@ -258,6 +307,8 @@ class Sweep:
     suites: tuple[tuple[Suite, tuple[Task, ...]], ...]
     pricing: Pricing
     examples: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    calibration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Fitted ``compute_optimal`` tables by :func:`calibration_key` (see :meth:`calibrated`)."""
 
     @classmethod
     def from_config(cls, config: AblationConfig) -> Sweep:
@@ -293,14 +344,26 @@ class Sweep:
 
     def plan(self) -> list[PlannedRun]:
         """Every run of the grid (see :func:`plan_runs`)."""
-        return plan_runs(self.config, self.suites)
+        return plan_runs(self.config, self.suites, self.calibration)
+
+    def needs_calibration(self) -> bool:
+        """Whether a ``compute_optimal`` policy applies to a cell of the grid."""
+        return any(p.name == "compute_optimal" for p in self.config.grid.policies) and any(
+            t.name == "best_of_n" for t in self.config.grid.topologies)
+
+    async def calibrated(self, ledger: TokenLedger, out: Path) -> Sweep:
+        """This sweep with its ``compute_optimal`` tables fitted (or read back from ``out``);
+        calibration calls are recorded in ``ledger``."""
+        if not self.needs_calibration():
+            return self
+        return dataclasses.replace(self, calibration=await calibrate(self, ledger, out))
 
     def endpoints(self) -> dict[str, EndpointConfig]:
         """The endpoint configs in use: ``""`` for the default, then per-role overrides."""
         return {"": self.config.endpoint, **self.config.roles}
 
     def backends(
-        self, wrap: BackendWrapper | None = None
+        self, wrap: BackendWrapper | None = None, *, extra_tasks: Sequence[Task] = ()
     ) -> tuple[ChatBackend, dict[str, ChatBackend], dict[str, int]]:
         """This process's backends: the default, one per overridden role, and the explicit
         per-endpoint concurrency limits for :class:`~stratagem.agents.ModelClient`.
@@ -308,7 +371,8 @@ class Sweep:
         Raises:
             ConfigError: If a remote endpoint has no model.
         """
-        tasks = [t for _, ts in self.suites for t in ts]
+        # extra_tasks: tasks outside the grid (a calibration split) the simulator must know.
+        tasks = [*(t for _, ts in self.suites for t in ts), *extra_tasks]
         effects = self.config.simulation
 
         def build(endpoint: EndpointConfig) -> ChatBackend:
@@ -383,7 +447,7 @@ class Sweep:
         key = plan.topology if plan.graph_name is None else f"{plan.topology}@{name}"
         graph = graphs.get(key)
         if graph is None:
-            builder = resolve_topology(name)
+            builder = POLICY_GRAPHS.get(name) or resolve_topology(name)
             try:
                 graph = graphs[key] = builder(**params)
             except TypeError as exc:
@@ -391,7 +455,8 @@ class Sweep:
                     from exc
         spec = RunSpec(
             plan.task.question, topology=plan.topology_name, params=plan.topology_params,
-            budget=plan.allocated, split=config.run.split or None,
+            budget=plan.allocated if plan.limit is None else plan.limit,
+            split=config.run.split or None,
             policy=config.run.reallocation, feedback_threshold=config.run.feedback_threshold,
             seed=plan.seed,
             temperature=config.run.temperature if plan.temperature is None
@@ -516,6 +581,9 @@ async def run_ablation(
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
+        if sweep.needs_calibration():
+            sweep = await sweep.calibrated(ledger, out)
+            planned = sweep.plan()  # the same runs and ids, now with their fitted graphs
         if on_event is not None:
             ledger.subscribe(on_event)
         if retry_failed:

@@ -160,6 +160,29 @@ class Suite(ABC):
             )
         return picked
 
+    def draw_apart(self, n: int, *, exclude: Collection[str] = (),
+                   seed: int = 0) -> list[Task]:
+        """``n`` tasks whose questions are not in ``exclude`` nor repeated: a split drawn
+        apart from the tasks being evaluated (e.g. to calibrate a policy on).
+
+        Raises:
+            ConfigError: If the suite has fewer than ``n`` other questions.
+        """
+        seen = set(exclude)
+        picked: list[Task] = []
+        for task in self._demonstration_candidates(seed):
+            if len(picked) == n:
+                break
+            if task.question not in seen:
+                seen.add(task.question)
+                picked.append(task)
+        if len(picked) < n:
+            raise ConfigError(
+                f"suite {self.name!r} has only {len(picked)} questions apart from the "
+                f"{len(set(exclude))} excluded (the tasks drawn and their examples), {n} "
+                "asked for: draw fewer tasks, ask for fewer, or widen the suite's parameters")
+        return picked
+
     def demonstration_reply(self, task: Task) -> str:
         """How a worked example's reply reads: ``Answer: <gold>`` (the line
         :func:`~stratagem.agents.extract_answer` reads); suites whose checker reads something

@@ -66,3 +66,20 @@ def test_its_parameters_are_its_own() -> None:
         policies({"name": "uniform", "threshold": 0.9})
     with pytest.raises(ConfigError, match=r"policies\[0\]\.threshold"):
         policies({"name": "adaptive_consistency", "threshold": 1.5})
+
+
+def test_two_thresholds_are_two_rules(tmp_path: Path) -> None:
+    config = parse_config({
+        "name": "ac2", "output": str(tmp_path / "out"), "endpoint": {"backend": "simulated"},
+        "grid": {"topologies": [{"name": "best_of_n", "n": 8, "select": "vote"}],
+                 "budgets": [3000],
+                 "policies": [{"name": "adaptive_consistency", "threshold": t,
+                               "label": f"ac{t}"} for t in (0.6, 0.99)]},
+        "suites": [{"name": "arith", "n": 6, "depth": [1, 2]}],
+        "simulation": {"skill": 2.0},
+    })
+    asyncio.run(run_ablation(config))
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as rs:
+        calls = {p: sum(r.calls for r in rs.records() if r.policy == p)
+                 for p in ("ac0.6", "ac0.99")}
+    assert calls["ac0.6"] < calls["ac0.99"]

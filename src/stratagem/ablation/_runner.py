@@ -444,7 +444,9 @@ class Sweep:
         config = self.config
         name = plan.graph_name or plan.topology_name
         params = plan.topology_params if plan.graph_params is None else plan.graph_params
-        key = plan.topology if plan.graph_name is None else f"{plan.topology}@{name}"
+        # A policy's graph depends on the policy (and, for compute_optimal, the budget):
+        # one per cell. A topology's own graph is shared by all its cells.
+        key = plan.topology if plan.graph_name is None else f"{plan.cell}@{name}"
         graph = graphs.get(key)
         if graph is None:
             builder = POLICY_GRAPHS.get(name) or resolve_topology(name)

@@ -345,6 +345,29 @@ class AblationConfig(_Strict):
     pricing: Path | None = None
     """A TOML price file, on top of the built-in prices."""
 
+    def with_endpoint(self, *, backend: str | None = None, base_url: str | None = None,
+                      model: str | None = None) -> AblationConfig:
+        """This config with its default endpoint's backend, URL or model replaced (the
+        command line's ``--backend/--base-url/--model``: a claim rerun on another model
+        without editing TOML). Per-role overrides in ``[roles]`` stay as they are.
+
+        Raises:
+            ConfigError: For a value the endpoint refuses (the message names the option).
+        """
+        given = {k: v for k, v in (("backend", backend), ("base_url", base_url),
+                                   ("model", model)) if v is not None}
+        if not given:
+            return self
+        try:
+            endpoint = EndpointConfig.model_validate(
+                {**self.endpoint.model_dump(exclude_unset=True), **given})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "endpoint"
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{where}: {msg}") from exc
+        return self.model_copy(update={"endpoint": endpoint})
+
     @field_validator("roles", mode="before")
     @classmethod
     def _known_roles(cls, value: Any) -> Any:

@@ -44,8 +44,9 @@ DESIGN_ROLE_ORDER = ("planner", "decomposer", "solver", "judge", "verifier")
 
 
 def design_roles(topology: str, params: Mapping[str, Any] | None = None, *,
-                 mode: str | None = None) -> tuple[str, ...]:
-    """The roles ``topology`` uses by design, in :data:`DESIGN_ROLE_ORDER`.
+                 mode: str | None = None) -> tuple[str, ...] | None:
+    """The roles ``topology`` uses by design, in :data:`DESIGN_ROLE_ORDER`; ``None`` for a
+    builder of your own (``"module:function"``), whose design stratagem cannot know.
 
     A coordination variable for attribution: it depends on the topology, its parameters and,
     for ``adaptive``, the planner's ``mode``, never on which calls a budget let through (a
@@ -57,6 +58,8 @@ def design_roles(topology: str, params: Mapping[str, Any] | None = None, *,
         >>> design_roles("adaptive", mode="decompose")
         ('planner', 'decomposer', 'solver')
     """
+    if ":" in topology:
+        return None
     params = dict(params or {})
     judge = "verifier" if params.get("judge_with") == "verifier" else "judge"
     roles: set[str] = {"solver"}

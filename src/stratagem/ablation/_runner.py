@@ -512,7 +512,9 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         correct=correct, score=None if result is None else result.score,
         answer=("" if result is None else result.answer)[:500],
         stop_reason="error" if result is None else result.stop_reason,
-        mode=mode, roles_present="+".join(design), roles_called="+".join(called),
+        # A builder of the user's own has no known design: its roles are those that called.
+        mode=mode, roles_present="+".join(called if design is None else design),
+        roles_called="+".join(called),
         temperature=plan.temperature, no_call=totals.calls == 0 and refused > 0,
         tokens_total=totals.total_tokens, prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens, cached_tokens=totals.cached_tokens,

@@ -266,8 +266,9 @@ def main() -> None:
           f"{baseline.accuracy:.0%} [{baseline.lo:.0%}, {baseline.hi:.0%}] at "
           f"{baseline.tokens:.0f} tokens/task, {int(baseline.runs)} runs per cell: "
           + "; ".join(parts)
-          + f" (compute_optimal {'meets' if met else 'MISSES'} <= {TARGET}x; "
-          f"{'below' if below_ac else 'NOT below'} adaptive_consistency)")
+          + (f" (compute_optimal {'meets' if met else 'MISSES'} <= {TARGET}x; "
+             f"{'below' if below_ac else 'NOT below'} adaptive_consistency)" if not co_hit.empty
+             else f" (compute_optimal did not match: MISSES <= {TARGET}x)"))
 
 
 if __name__ == "__main__":

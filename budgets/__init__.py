@@ -5,6 +5,20 @@ from __future__ import annotations
 from stratagem.budgets._account import Account, BudgetView, OpenCall, Replayed
 from stratagem.budgets._aggregate import UsageTotals, entry_key, group_entries, sum_entries
 from stratagem.budgets._budget import Budget, Reservation
+from stratagem.budgets._compute_optimal import (
+    CalibrationTable,
+    ComputeOptimal,
+    PoolSample,
+    StrategyChoice,
+    option_outcome,
+    probe_bin,
+    record_choice,
+)
+from stratagem.budgets._consistency import (
+    AdaptiveConsistency,
+    ConsistencyDecision,
+    majority_probability,
+)
 from stratagem.budgets._entries import LedgerEntry, Transfer, new_call_id
 from stratagem.budgets._events import AccountEvent, BudgetThreshold, CallRecorded, TransferRecorded
 from stratagem.budgets._ledger import TokenLedger
@@ -40,11 +54,15 @@ __all__ = [
     "TIKTOKEN_FILES_VERSION",
     "Account",
     "AccountEvent",
+    "AdaptiveConsistency",
     "AllocationPolicy",
     "Budget",
     "BudgetThreshold",
     "BudgetView",
+    "CalibrationTable",
     "CallRecorded",
+    "ComputeOptimal",
+    "ConsistencyDecision",
     "DifficultyAdaptive",
     "FeedbackDecision",
     "JudgeFeedback",
@@ -52,10 +70,12 @@ __all__ = [
     "LedgerStore",
     "ModelPrice",
     "OpenCall",
+    "PoolSample",
     "Pricing",
     "ReallocationPolicy",
     "Replayed",
     "Reservation",
+    "StrategyChoice",
     "TiktokenFile",
     "TokenLedger",
     "Transfer",
@@ -71,7 +91,11 @@ __all__ = [
     "estimate_usage",
     "get_encoding",
     "group_entries",
+    "majority_probability",
     "new_call_id",
+    "option_outcome",
+    "probe_bin",
+    "record_choice",
     "seed_tiktoken_cache",
     "sum_entries",
 ]

@@ -9,7 +9,8 @@ with :class:`RunContext` as its runtime context, and an explicit recursion limit
 * :func:`best_of_n` - N parallel samples, chosen by vote, judge, knockout or verifier;
 * :func:`refine` - solve, critique, revise;
 * :func:`tree` - beam search or MCTS with the judge as value function;
-* :func:`adaptive` - the planner picks the mode and the budget split.
+* :func:`adaptive` - the planner picks the mode and the budget split;
+* :func:`adaptive_consistency` - majority voting that stops once the majority is clear.
 
 Run one with :func:`run` (or :func:`arun`), finish a crashed one with :func:`resume`; or
 describe one run with a :class:`RunSpec` and :func:`run_task` it (what ``stratagem run`` and
@@ -33,12 +34,14 @@ from stratagem.graphs._common import (
     run_context,
     stratagem_node,
 )
+from stratagem.graphs._consistency import adaptive_consistency
 from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
 from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._run import RunResult, aresume, arun, resume, run
 from stratagem.graphs._simple import plan_solve, single
 from stratagem.graphs._state import BranchInput, Candidate, CandidateVerdict, RunState, add_counts
+from stratagem.graphs._strategic import compute_optimal
 from stratagem.graphs._stream import (
     CustomEvent,
     NodeFinished,
@@ -50,8 +53,10 @@ from stratagem.graphs._stream import (
 )
 from stratagem.graphs._task import RunSpec, arun_task, run_task, split_budget
 from stratagem.graphs._topologies import (
+    DESIGN_ROLE_ORDER,
     TOPOLOGIES,
     check_params,
+    design_roles,
     resolve_topology,
     topology_params,
 )
@@ -59,6 +64,7 @@ from stratagem.graphs._tree import tree
 
 __all__ = [
     "DEFAULT_SPLITS",
+    "DESIGN_ROLE_ORDER",
     "TOPOLOGIES",
     "BranchInput",
     "Candidate",
@@ -76,6 +82,7 @@ __all__ = [
     "Verifier",
     "accepted",
     "adaptive",
+    "adaptive_consistency",
     "add_counts",
     "answer_key",
     "apply_split",
@@ -86,7 +93,9 @@ __all__ = [
     "best_candidate",
     "best_of_n",
     "check_params",
+    "compute_optimal",
     "decompose_solve",
+    "design_roles",
     "finalize_node",
     "majority_vote",
     "normalize_answer",

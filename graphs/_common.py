@@ -123,9 +123,10 @@ def skip_role(ctx: RunContext, role: str, why: str, *, node: str,
     return update
 
 
-def stopped(exc: BudgetExceeded) -> dict[str, Any]:
-    """A state update ending the run gracefully because the budget ran out."""
-    return {"stop_reason": f"budget exhausted: {exc}"}
+def stopped(exc: BudgetExceeded, *, refused: int = 1) -> dict[str, Any]:
+    """A state update ending the run gracefully because the budget ran out (``refused``:
+    how many calls it could not fit, counted in ``refused_calls``)."""
+    return {"stop_reason": f"budget exhausted: {exc}", "refused_calls": refused}
 
 
 def stratagem_node(

@@ -39,6 +39,7 @@ DEFAULT_SPLITS: Mapping[str, Mapping[str, float]] = {
     "refine": {"solver": 0.6, "judge": 0.4},
     "tree": {"solver": 0.6, "judge": 0.4},
     "adaptive": {"planner": 0.1, "decomposer": 0.1, "solver": 0.6, "judge": 0.2},
+    "adaptive_consistency": {"solver": 1.0},
 }
 """How a run's token budget is split between roles by default, per topology."""
 
@@ -59,7 +60,10 @@ class RunContext:
             "perfect verifier" ablation) and :class:`~stratagem.budgets.JudgeFeedback` may
             stop early when it accepts.
         policy: Moves budget between roles on the judge's signal; ``None`` for none.
-        temperature: Sampling temperature for parallel samples.
+        temperature: Sampling temperature of every solver call, in every topology (one
+            sample, parallel branches, subtasks, revisions), so topologies compare like for
+            like; ``0`` is greedy decoding, ``None`` leaves it to the server's default.
+            Planner, decomposer and judge calls keep the server's default.
         seed: Base seed; branch ``i`` uses ``seed + i`` so runs are reproducible.
         labels: Extra labels for every ledger row of the run.
     """

@@ -64,7 +64,7 @@ def schedule(state: RunState, runtime: Runtime[RunContext]) -> list[Send] | str:
         prior = [(by_id[d]["description"], done[d]) for d in s.get("depends_on", [])]
         payload: BranchInput = {"task": s["description"], "branch": s["id"], "subtask_id": s["id"],
                                 "prior_steps": prior, "allowance": allowance,
-                                "seed": ctx.seed, "temperature": None}
+                                "seed": ctx.seed, "temperature": ctx.temperature}
         sends.append(Send("subtask", payload))
     return sends
 
@@ -74,7 +74,8 @@ async def subtask(inp: BranchInput, ctx: RunContext) -> dict[str, Any]:
     """Solve one subtask, given the results of the subtasks it depends on."""
     solution = await ctx.solver.solve(
         ctx.client, inp["task"], prior_steps=inp.get("prior_steps", []), node="subtask",
-        branch=inp["branch"], seed=inp.get("seed"), allowance=inp.get("allowance"),
+        branch=inp["branch"], seed=inp.get("seed"), temperature=inp.get("temperature"),
+        allowance=inp.get("allowance"),
         **ctx.extra(),
     )
     return {"results": {inp["subtask_id"]: solution.answer},
@@ -88,7 +89,8 @@ async def aggregate(state: RunState, ctx: RunContext) -> dict[str, Any]:
     steps = [(s["description"], done[s["id"]]) for s in state.get("subtasks", [])
              if s["id"] in done]
     solution = await ctx.solver.solve(ctx.client, state["task"], prior_steps=steps,
-                                      node="aggregate", seed=ctx.seed, **ctx.extra())
+                                      node="aggregate", seed=ctx.seed,
+                                      temperature=ctx.temperature, **ctx.extra())
     return {"candidates": [{"answer": solution.answer, "text": solution.text,
                             "branch": "aggregate", "round": 0}],
             **accepted(solution)}

@@ -147,7 +147,7 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
         update["failed_calls"] = lost
     out_of_budget = [v for _, v in outcomes if isinstance(v, BudgetExceeded)]
     if out_of_budget:
-        update.update(stopped(out_of_budget[0]))
+        update.update(stopped(out_of_budget[0], refused=len(out_of_budget)))
     return update
 
 

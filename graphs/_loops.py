@@ -144,7 +144,8 @@ def refine_nodes(
         solution = await ctx.solver.solve(
             ctx.client, state["task"], node="solve" if last is None else "revise",
             previous=None if last is None else last.get("text"), feedback=critique,
-            seed=ctx.branch_seed(len(candidates)), **ctx.extra(),
+            seed=ctx.branch_seed(len(candidates)), temperature=ctx.temperature,
+            **ctx.extra(),
         )
         return {"candidates": [{"answer": solution.answer, "text": solution.text,
                                 "branch": str(len(candidates)), "round": state.get("round", 0),

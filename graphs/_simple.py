@@ -32,7 +32,7 @@ async def solve(state: RunState, ctx: RunContext) -> dict[str, Any]:
     hint = plan.get("rationale") if plan else None
     solution = await ctx.solver.solve(
         ctx.client, state["task"], feedback=f"Plan: {hint}" if hint else None,
-        node="solve", seed=ctx.seed, **ctx.extra(),
+        node="solve", seed=ctx.seed, temperature=ctx.temperature, **ctx.extra(),
     )
     return {
         "candidates": [{"answer": solution.answer, "text": solution.text, "branch": "0",

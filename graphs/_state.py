@@ -100,6 +100,9 @@ class RunState(TypedDict, total=False):
     failed_calls: Annotated[int, operator.add]
     """Model calls that failed through every retry (the endpoint refused or kept failing,
     or the prompt did not fit); an unreadable reply is not counted: it is an answer."""
+    refused_calls: Annotated[int, operator.add]
+    """Model calls never made because the budget could not fit even their prompt (a run
+    with calls == 0 and refused_calls > 0 made no call at all: its budget fit none)."""
     round: int
     """Refinement round / tree depth reached."""
     extra_samples: int

@@ -18,12 +18,14 @@ from typing import Any
 
 from stratagem.errors import ConfigError
 from stratagem.graphs._adaptive import adaptive
+from stratagem.graphs._consistency import adaptive_consistency
 from stratagem.graphs._decompose import decompose_solve
 from stratagem.graphs._loops import best_of_n, refine
 from stratagem.graphs._simple import Compiled, plan_solve, single
 from stratagem.graphs._tree import tree
 
-__all__ = ["TOPOLOGIES", "check_params", "resolve_topology", "topology_params"]
+__all__ = ["DESIGN_ROLE_ORDER", "TOPOLOGIES", "check_params", "design_roles",
+           "resolve_topology", "topology_params"]
 
 TOPOLOGIES: dict[str, Callable[..., Compiled]] = {
     "single": single,
@@ -33,8 +35,60 @@ TOPOLOGIES: dict[str, Callable[..., Compiled]] = {
     "refine": refine,
     "tree": tree,
     "adaptive": adaptive,
+    "adaptive_consistency": adaptive_consistency,
 }
 """Topology name -> builder."""
+
+DESIGN_ROLE_ORDER = ("planner", "decomposer", "solver", "judge", "verifier")
+"""The order of :func:`design_roles` (``verifier``: a task's checker in the judge's place)."""
+
+
+def design_roles(topology: str, params: Mapping[str, Any] | None = None, *,
+                 mode: str | None = None) -> tuple[str, ...] | None:
+    """The roles ``topology`` uses by design, in :data:`DESIGN_ROLE_ORDER`; ``None`` for a
+    builder of your own (``"module:function"``), whose design stratagem cannot know.
+
+    A coordination variable for attribution: it depends on the topology, its parameters and,
+    for ``adaptive``, the planner's ``mode``, never on which calls a budget let through (a
+    best-of-8 cell whose budget fit no call still *is* a solver-and-verifier design).
+
+    Example:
+        >>> design_roles("best_of_n", {"n": 4, "select": "verifier"})
+        ('solver', 'verifier')
+        >>> design_roles("adaptive", mode="decompose")
+        ('planner', 'decomposer', 'solver')
+    """
+    if ":" in topology:
+        return None
+    params = dict(params or {})
+    judge = "verifier" if params.get("judge_with") == "verifier" else "judge"
+    roles: set[str] = {"solver"}
+    if topology == "plan_solve":
+        roles.add("planner")
+    elif topology == "decompose_solve":
+        roles.add("decomposer")
+    elif topology == "best_of_n":
+        select = params.get("select", "vote")
+        if select in ("judge", "knockout"):
+            roles.add("judge")
+        elif select == "verifier":
+            roles.add("verifier")
+    elif topology in ("refine", "tree"):
+        roles.add(judge)
+    elif topology == "adaptive":
+        roles.add("planner")
+        if mode == "decompose":
+            roles.add("decomposer")
+        elif mode in ("parallel", "sequential"):
+            roles.add(judge)
+    elif topology == "compute_optimal":
+        table = params.get("table")
+        if isinstance(table, Mapping) and table.get("verifier"):
+            roles.add("verifier")
+    elif topology not in TOPOLOGIES:
+        raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
+    return tuple(r for r in DESIGN_ROLE_ORDER if r in roles)
+
 
 _INTERNAL = frozenset({"checkpointer"})
 """Builder arguments the library passes itself, never a config file or ``--param``."""

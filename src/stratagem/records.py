@@ -81,7 +81,16 @@ class RunRecord(BaseModel):
     mode: str = ""
     """The coordination mode used (the planner's choice for ``adaptive``)."""
     roles_present: str = ""
+    """The roles the topology's design uses (``graphs.design_roles``), joined by ``+`` in a
+    fixed order: the same for every run of a cell with the same mode, whether or not the
+    budget let each role call (a coordination variable, not an outcome)."""
+    roles_called: str = ""
     """Roles that made at least one call, joined by ``+`` in a fixed order."""
+    temperature: float | None = None
+    """The solver's sampling temperature (``None``: the server's default)."""
+    no_call: bool = False
+    """The run made no model call because its budget could not fit one (not a failure of
+    the model: the cell's budget is too small for the topology)."""
     tokens_total: int = 0
     """Billed tokens, all roles."""
     prompt_tokens: int = 0
@@ -111,6 +120,8 @@ class RunRecord(BaseModel):
     """HTTP-level calls, failed ones included."""
     error_calls: int = 0
     """Calls that failed."""
+    refused_calls: int = 0
+    """Calls the budget could not fit (never sent)."""
     failed_calls: int = 0
     """Model calls lost through every retry (a branch, a judge call or a node: the
     endpoint refused or kept failing, or the prompt did not fit)."""

@@ -189,8 +189,8 @@ def test_role_tokens_sum_to_the_total(swept: Swept) -> None:
         assert sum(getattr(r, f"tokens_{role}") for role in ROLES) == r.tokens_total
         assert r.prompt_tokens + r.completion_tokens == r.tokens_total
         assert r.tokens_total > 0
-        present = set(r.roles_present.split("+"))
-        assert present == {role for role in ROLES if getattr(r, f"tokens_{role}") > 0}
+        called = set(r.roles_called.split("+"))
+        assert called == {role for role in ROLES if getattr(r, f"tokens_{role}") > 0}
 
 
 def test_record_totals_equal_the_ledger_for_that_run(swept: Swept) -> None:

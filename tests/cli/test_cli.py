@@ -98,7 +98,7 @@ USER_ERRORS: list[tuple[str, list[str], str]] = [
     ("bad suite parameter value", ["tasks", "arith", "-p", "depth=abc"], "depth"),
     ("negative task count", ["tasks", "words", "-n", "-2"], "-2"),
     ("too many examples", ["tasks", "arith", "--few-shot", "17"], "few_shot must be"),
-    ("examples the suite cannot give", ["tasks", "words", "-n", "30", "-p", "length=any",
+    ("examples the suite cannot give", ["tasks", "words", "-n", "2", "-p", "length=any",
                                         "-p", "letters=ab", "--few-shot", "1"],
      "can give only 0 of the 1"),
     ("unknown log format", ["--log-format", "xml", "tasks"], "unknown log format"),

@@ -206,3 +206,32 @@ def test_an_interrupted_ablate_exits_130(
     _cancel_midway(monkeypatch, after=4)
 
     assert cli("-q", "ablate", config).code == 130
+
+
+def test_ablate_endpoint_options_override_the_config_and_are_recorded(
+        cli: Cli, tmp_path: Path, sim_config_file: ConfigFile) -> None:
+    config = tmp_path / "tiny.toml"
+    sim_config_file(config, tmp_path / "out")
+    local = config.read_text(encoding="utf-8").replace('backend = "simulated"',
+                                                       'backend = "local"')
+    assert local != config.read_text(encoding="utf-8")
+    config.write_text(local, encoding="utf-8")
+
+    result = cli("-q", "ablate", config, "--backend", "simulated", "--no-report")
+
+    assert result.code == 0, result.err
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as rs:
+        assert {r.backend for r in rs.records()} == {"simulated"}
+    copied = (tmp_path / "out" / "config.toml").read_text(encoding="utf-8")
+    assert "# [endpoint] overridden on the command line: backend = 'simulated'" in copied
+
+
+def test_a_bad_endpoint_option_is_a_users_mistake_naming_it(
+        cli: Cli, tmp_path: Path, sim_config_file: ConfigFile) -> None:
+    config = sim_config_file(tmp_path / "tiny.toml", tmp_path / "out")
+
+    result = cli("ablate", config, "--base-url", "ftp://x")
+
+    assert result.code == 2
+    assert result.err_lines == [result.err_lines[0]] and "--base-url" in result.err
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from stratagem.ablation import (
     AblationConfig,
     PlannedRun,
     ResultsStore,
+    Sweep,
     load_config,
     parse_config,
     plan_runs,
@@ -84,7 +85,10 @@ def test_the_quickstart_is_the_grid_the_readme_describes() -> None:
     assert [p.display() for p in config.grid.policies] == ["uniform", "difficulty_adaptive"]
     assert config.run.judge_with == "verifier"
     assert [s.name for s in config.suites] == ["words"]
-    assert len(planned(config)) == 256  # README: "256 runs"
+    assert len(planned(config)) == 224  # README: "224 runs"
+    # One task per letter: no question twice (a repeat would repeat its outputs too).
+    (tasks,) = [ts for _, ts in Sweep.from_config(config).suites]
+    assert len({t.question for t in tasks}) == len(tasks) == 14
 
 
 def test_the_openai_example_reads_its_key_from_the_environment(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +18,13 @@ from pydantic import (
 )
 
 from stratagem.agents import EndpointConfig
-from stratagem.budgets import AllocationPolicy, DifficultyAdaptive, Uniform
+from stratagem.budgets import (
+    AdaptiveConsistency,
+    AllocationPolicy,
+    ComputeOptimal,
+    DifficultyAdaptive,
+    Uniform,
+)
 from stratagem.errors import ConfigError
 from stratagem.simulate import SimEffects
 from stratagem.tasks import MAX_FEW_SHOT
@@ -36,9 +42,10 @@ __all__ = [
     "parse_config",
 ]
 
-PolicyName = Literal["uniform", "difficulty_adaptive"]
+PolicyName = Literal["uniform", "difficulty_adaptive", "adaptive_consistency",
+                     "compute_optimal"]
 TOPOLOGY_NAMES = ("single", "plan_solve", "decompose_solve", "best_of_n", "refine", "tree",
-                  "adaptive")
+                  "adaptive", "adaptive_consistency")
 
 
 class _Strict(BaseModel):
@@ -78,6 +85,9 @@ class TopologyConfig(_Strict):
         return value
     label: str | None = None
     """How it appears in results (default: the name and its parameters)."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """This topology's solver temperature, when it must differ from ``[run] temperature``
+    (``0``: greedy). Unset, every topology samples at ``[run] temperature``."""
 
     def params(self) -> dict[str, Any]:
         """The builder's keyword arguments."""
@@ -85,8 +95,14 @@ class TopologyConfig(_Strict):
 
     def display(self) -> str:
         """The label used in results."""
-        return self.label or _label(self.name, {k: str(v) for k, v in
-                                                sorted(self.params().items())})
+        shown = {k: str(v) for k, v in sorted(self.params().items())}
+        if self.temperature is not None:  # unset: labels (and run ids) stay as they were
+            shown["temperature"] = _number(self.temperature)
+        return self.label or _label(self.name, shown)
+
+    def sampling_temperature(self, run: RunSettings) -> float:
+        """The temperature its solver calls use: its own, else ``run.temperature``."""
+        return run.temperature if self.temperature is None else self.temperature
 
 
 class SuiteConfig(_Strict):
@@ -126,11 +142,17 @@ class PolicyConfig(_Strict):
     """An allocation policy of the grid, with its parameters.
 
     ``"uniform"`` takes none; ``"difficulty_adaptive"`` takes those of
-    :class:`~stratagem.budgets.DifficultyAdaptive` (defaults there).
+    :class:`~stratagem.budgets.DifficultyAdaptive` (``floor``, ``exponent``, ``skip_above``,
+    ``skip_weight``); ``"adaptive_consistency"`` those of
+    :class:`~stratagem.budgets.AdaptiveConsistency` (``threshold``, ``batch``,
+    ``min_samples``, ``criterion``; its cap on samples is each voting topology's ``n``);
+    ``"compute_optimal"`` those of :class:`~stratagem.budgets.ComputeOptimal` (``probe``,
+    ``samples``, ``calibration``, ``cap``, ``prior``, ``threshold``). Defaults are the
+    classes'.
     """
 
     name: PolicyName
-    """``uniform`` or ``difficulty_adaptive``."""
+    """``uniform``, ``difficulty_adaptive`` or ``adaptive_consistency``."""
     label: str | None = None
     """How it appears in results (default: the name and its parameters)."""
     floor: float | None = Field(default=None, ge=0, allow_inf_nan=False)
@@ -141,17 +163,43 @@ class PolicyConfig(_Strict):
     """Tasks harder than this are judged hopeless and get ``skip_weight``."""
     skip_weight: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Weight of a hopeless task (default: ``floor``)."""
+    threshold: float | None = Field(default=None, ge=0.5, lt=1)
+    """adaptive_consistency: the probability of the leader being the majority that stops."""
+    batch: int | None = Field(default=None, ge=1, le=256)
+    """adaptive_consistency: samples per round."""
+    min_samples: int | None = Field(default=None, ge=1, le=256)
+    """adaptive_consistency: never stop before this many samples."""
+    criterion: Literal["beta", "dirichlet"] | None = None
+    """adaptive_consistency: ``beta`` or ``dirichlet``."""
+    probe: int | None = Field(default=None, ge=1, le=16)
+    """compute_optimal: probe samples per query."""
+    samples: list[int] | None = Field(default=None, min_length=1)
+    """compute_optimal: sample caps of the options past the probe."""
+    calibration: int | None = Field(default=None, ge=1, le=10_000)
+    """compute_optimal: calibration tasks per suite, drawn apart from the evaluated ones."""
+    cap: float | None = Field(default=None, ge=1, allow_inf_nan=False)
+    """compute_optimal: a run's hard cap, as a multiple of the cell's budget per task."""
+    prior: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """compute_optimal: shrinkage weight of the calibration table."""
 
-    def params(self) -> dict[str, float]:
+    _OWN: ClassVar[dict[str, tuple[str, ...]]] = {
+        "uniform": (),
+        "difficulty_adaptive": ("floor", "exponent", "skip_above", "skip_weight"),
+        "adaptive_consistency": ("threshold", "batch", "min_samples", "criterion"),
+        "compute_optimal": ("probe", "samples", "calibration", "cap", "prior", "threshold"),
+    }
+
+    def params(self) -> dict[str, Any]:
         """The parameters that were set."""
-        return {k: v for k, v in (("floor", self.floor), ("exponent", self.exponent),
-                                  ("skip_above", self.skip_above),
-                                  ("skip_weight", self.skip_weight)) if v is not None}
+        names = dict.fromkeys(n for names in self._OWN.values() for n in names)
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     @model_validator(mode="after")
-    def _only_adaptive_has_parameters(self) -> PolicyConfig:
-        if self.name == "uniform" and self.params():
-            raise ValueError(f"uniform takes no parameters, got {', '.join(self.params())}")
+    def _only_own_parameters(self) -> PolicyConfig:
+        foreign = [k for k in self.params() if k not in self._OWN[self.name]]
+        if foreign:
+            takes = ", ".join(self._OWN[self.name]) or "no parameters"
+            raise ValueError(f"{self.name} takes {takes}, got {', '.join(foreign)}")
         if self.skip_weight is not None and self.skip_above is None:
             raise ValueError("skip_weight needs skip_above (which tasks count as hopeless)")
         return self
@@ -160,12 +208,18 @@ class PolicyConfig(_Strict):
         """The policy object."""
         if self.name == "uniform":
             return Uniform()
-        return DifficultyAdaptive(**self.params())  # type: ignore[arg-type]
+        if self.name == "adaptive_consistency":
+            return AdaptiveConsistency(**self.params())
+        if self.name == "compute_optimal":
+            params = self.params()
+            if "samples" in params:
+                params["samples"] = tuple(params["samples"])
+            return ComputeOptimal(**params)
+        return DifficultyAdaptive(**self.params())
 
     def display(self) -> str:
         """The label used in results."""
-        return self.label or _label(self.name, {k: _number(v)
-                                                for k, v in self.params().items()})
+        return self.label or _label(self.name, {k: _shown(v) for k, v in self.params().items()})
 
 
 def _label(name: str, params: dict[str, str]) -> str:
@@ -173,6 +227,14 @@ def _label(name: str, params: dict[str, str]) -> str:
     if not params:
         return name
     return f"{name}(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return "/".join(_shown(v) for v in value)
+    return _number(value)
 
 
 def _number(value: float) -> str:
@@ -229,7 +291,8 @@ class RunSettings(_Strict):
     concurrency: Int = Field(default=4, ge=1, le=4096)
     """Runs in flight at once."""
     temperature: Float = Field(default=0.8, ge=0, le=2)
-    """Sampling temperature of parallel samples."""
+    """Sampling temperature of every solver call of every topology (``0``: greedy); a
+    topology table's own ``temperature`` overrides it for that topology."""
     judge_with: Literal["llm", "verifier"] = "llm"
     """Judge by the model, or by the task's exact checker (the 'perfect verifier' ablation)."""
     reallocation: Literal["none", "judge_feedback"] = "none"
@@ -281,6 +344,29 @@ class AblationConfig(_Strict):
     """Planted effects, when the backend is ``simulated``."""
     pricing: Path | None = None
     """A TOML price file, on top of the built-in prices."""
+
+    def with_endpoint(self, *, backend: str | None = None, base_url: str | None = None,
+                      model: str | None = None) -> AblationConfig:
+        """This config with its default endpoint's backend, URL or model replaced (the
+        command line's ``--backend/--base-url/--model``: a claim rerun on another model
+        without editing TOML). Per-role overrides in ``[roles]`` stay as they are.
+
+        Raises:
+            ConfigError: For a value the endpoint refuses (the message names the option).
+        """
+        given = {k: v for k, v in (("backend", backend), ("base_url", base_url),
+                                   ("model", model)) if v is not None}
+        if not given:
+            return self
+        try:
+            endpoint = EndpointConfig.model_validate(
+                {**self.endpoint.model_dump(exclude_unset=True), **given})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "endpoint"
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{where}: {msg}") from exc
+        return self.model_copy(update={"endpoint": endpoint})
 
     @field_validator("roles", mode="before")
     @classmethod

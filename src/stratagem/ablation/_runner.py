@@ -18,7 +18,9 @@ failed outright; ``retry_failed=True`` reruns exactly those, asking the failed c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import inspect
 import json
 import sqlite3
 import time
@@ -31,7 +33,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from stratagem._sqlite import connect_readonly
-from stratagem.ablation._config import AblationConfig
+from stratagem.ablation._calibrate import calibrate, calibration_key
+from stratagem.ablation._config import AblationConfig, TopologyConfig
 from stratagem.ablation._executors import Executor, LocalExecutor
 from stratagem.ablation._results import ResultsStore
 from stratagem.agents import (
@@ -44,7 +47,10 @@ from stratagem.agents import (
 )
 from stratagem.budgets import (
     AccountEvent,
+    AdaptiveConsistency,
     AllocationPolicy,
+    CalibrationTable,
+    ComputeOptimal,
     LedgerEntry,
     LedgerStore,
     Pricing,
@@ -55,11 +61,15 @@ from stratagem.budgets import (
 )
 from stratagem.errors import ConfigError, LedgerFormatError, RunError
 from stratagem.graphs import (
+    DEFAULT_SPLITS,
     RunResult,
     RunSpec,
     arun_task,
     check_params,
+    compute_optimal,
+    design_roles,
     resolve_topology,
+    split_budget,
 )
 from stratagem.logging import get_logger
 from stratagem.records import RunRecord, role_order
@@ -78,6 +88,9 @@ __all__ = [
 ]
 
 _log = get_logger("stratagem.ablation")
+
+POLICY_GRAPHS: dict[str, Callable[..., Any]] = {"compute_optimal": compute_optimal}
+"""Graphs a policy runs in place of a grid topology (never named by a config)."""
 
 BackendWrapper = Callable[[ChatBackend, EndpointConfig], ChatBackend]
 """Wraps each backend a process builds, given the endpoint config it came from (the Ray
@@ -102,6 +115,17 @@ class PlannedRun:
     retry: int = 0
     """0 for a first execution; N for the N-th rerun by ``retry_failed`` (the rows of the
     calls it makes carry the label ``retry=N``)."""
+    temperature: float | None = None
+    """The solver's sampling temperature (the topology's, else ``[run] temperature``)."""
+    graph_name: str | None = None
+    """The graph actually run when the cell's policy changes how the topology samples
+    (``adaptive_consistency`` runs a voting ``best_of_n`` under its stopping rule); ``None``:
+    ``topology_name`` itself. The budget split stays the grid topology's (matched budgets)."""
+    graph_params: dict[str, Any] | None = None
+    """That graph's parameters."""
+    limit: int | None = None
+    """The run's hard budget when its policy may spend past its share (``compute_optimal``
+    chooses per query, meeting the batch's total in expectation); ``None``: ``allocated``."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +202,13 @@ def _suites(config: AblationConfig) -> list[tuple[Suite, list[Task]]]:
 
 
 def plan_runs(config: AblationConfig,
-              suites: Sequence[tuple[Suite, Sequence[Task]]]) -> list[PlannedRun]:
-    """Every run of the grid, in a deterministic order (ids are stable across restarts)."""
+              suites: Sequence[tuple[Suite, Sequence[Task]]],
+              calibration: Mapping[str, Mapping[str, Any]] | None = None) -> list[PlannedRun]:
+    """Every run of the grid, in a deterministic order (ids are stable across restarts).
+
+    ``calibration`` holds the fitted tables of ``compute_optimal`` policies (by
+    :func:`calibration_key`); without them such runs are planned but cannot execute.
+    """
     runs = []
     policies: dict[str, AllocationPolicy] = {p.display(): p.build()
                                              for p in config.grid.policies}
@@ -192,15 +221,69 @@ def plan_runs(config: AblationConfig,
                     for suite, tasks in suites:
                         shares = policy.allocate(
                             [t.difficulty for t in tasks], budget * len(tasks))
+                        graph = _under_policy(policy, topo.name, topo.params())
+                        limit = None
+                        if isinstance(policy, ComputeOptimal) and topo.name == "best_of_n":
+                            graph, limit = _compute_optimal_graph(
+                                policy, config, topo, policy_name, suite.name, budget,
+                                calibration or {})
                         for task, allocated in zip(tasks, shares, strict=True):
                             runs.append(PlannedRun(
+                                limit=None if limit is None else max(limit, allocated),
                                 run_id=_run_id(cell, seed, suite.name, task.id),
                                 cell=cell, topology=label, topology_name=topo.name,
                                 topology_params=topo.params(), budget=budget,
                                 allocated=allocated, policy=policy_name, seed=seed,
                                 suite=suite.name, task=task,
+                                temperature=topo.sampling_temperature(config.run),
+                                graph_name=None if graph is None else graph[0],
+                                graph_params=None if graph is None else graph[1],
                             ))
     return runs
+
+
+def _under_policy(policy: AllocationPolicy, name: str,
+                  params: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The graph a policy runs in place of topology ``name``, or ``None`` for the topology.
+
+    Adaptive-Consistency applies to majority voting: a ``best_of_n`` with ``select = "vote"``
+    runs as ``adaptive_consistency`` with its ``n`` as the cap on samples. Other topologies
+    run unchanged (a verifier's early stop, or a single sample, needs no vote).
+    """
+    if not isinstance(policy, AdaptiveConsistency) or name != "best_of_n":
+        return None
+    defaults = inspect.signature(resolve_topology("best_of_n")).parameters
+    if params.get("select", defaults["select"].default) != "vote":
+        return None
+    n = int(params.get("n", defaults["n"].default))
+    return "adaptive_consistency", {
+        "max_samples": n, "threshold": policy.threshold, "batch": min(policy.batch, n),
+        "min_samples": min(policy.min_samples, n), "criterion": policy.criterion}
+
+
+def _compute_optimal_graph(
+    policy: ComputeOptimal, config: AblationConfig, topo: TopologyConfig, label: str,
+    suite: str, budget: int, calibration: Mapping[str, Mapping[str, Any]],
+) -> tuple[tuple[str, dict[str, Any]], int]:
+    """The ``compute_optimal`` graph of one cell, and its runs' hard cap in tokens.
+
+    The token price is set so the calibration mix's expected solver spend per query equals
+    the solver's share of the cell's budget per task (the batch's total, in expectation).
+    """
+    verifier = topo.params().get("select", "vote") == "verifier"
+    key = calibration_key(label, suite, verifier, topo.sampling_temperature(config.run))
+    limit = int(policy.cap * budget)
+    table = calibration.get(key)
+    if table is None:
+        return ("compute_optimal", {}), limit
+    shares = config.run.split or DEFAULT_SPLITS["best_of_n"]
+    share = split_budget(budget, shares).get("solver", budget)
+    solver_cap = policy.cap * share
+    fitted = CalibrationTable.from_json(table)
+    price = fitted.price_for(share, solver_cap)
+    return ("compute_optimal", {"table": dict(table), "price": price,
+                                "cap_tokens": solver_cap,
+                                "threshold": policy.threshold}), limit
 
 
 @dataclass(frozen=True)
@@ -224,6 +307,8 @@ class Sweep:
     suites: tuple[tuple[Suite, tuple[Task, ...]], ...]
     pricing: Pricing
     examples: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    calibration: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Fitted ``compute_optimal`` tables by :func:`calibration_key` (see :meth:`calibrated`)."""
 
     @classmethod
     def from_config(cls, config: AblationConfig) -> Sweep:
@@ -259,14 +344,26 @@ class Sweep:
 
     def plan(self) -> list[PlannedRun]:
         """Every run of the grid (see :func:`plan_runs`)."""
-        return plan_runs(self.config, self.suites)
+        return plan_runs(self.config, self.suites, self.calibration)
+
+    def needs_calibration(self) -> bool:
+        """Whether a ``compute_optimal`` policy applies to a cell of the grid."""
+        return any(p.name == "compute_optimal" for p in self.config.grid.policies) and any(
+            t.name == "best_of_n" for t in self.config.grid.topologies)
+
+    async def calibrated(self, ledger: TokenLedger, out: Path) -> Sweep:
+        """This sweep with its ``compute_optimal`` tables fitted (or read back from ``out``);
+        calibration calls are recorded in ``ledger``."""
+        if not self.needs_calibration():
+            return self
+        return dataclasses.replace(self, calibration=await calibrate(self, ledger, out))
 
     def endpoints(self) -> dict[str, EndpointConfig]:
         """The endpoint configs in use: ``""`` for the default, then per-role overrides."""
         return {"": self.config.endpoint, **self.config.roles}
 
     def backends(
-        self, wrap: BackendWrapper | None = None
+        self, wrap: BackendWrapper | None = None, *, extra_tasks: Sequence[Task] = ()
     ) -> tuple[ChatBackend, dict[str, ChatBackend], dict[str, int]]:
         """This process's backends: the default, one per overridden role, and the explicit
         per-endpoint concurrency limits for :class:`~stratagem.agents.ModelClient`.
@@ -274,7 +371,8 @@ class Sweep:
         Raises:
             ConfigError: If a remote endpoint has no model.
         """
-        tasks = [t for _, ts in self.suites for t in ts]
+        # extra_tasks: tasks outside the grid (a calibration split) the simulator must know.
+        tasks = [*(t for _, ts in self.suites for t in ts), *extra_tasks]
         effects = self.config.simulation
 
         def build(endpoint: EndpointConfig) -> ChatBackend:
@@ -344,19 +442,27 @@ class Sweep:
                    client: ModelClient, graphs: dict[str, Any],
                    saver: BaseCheckpointSaver[Any] | None) -> RunRecord:
         config = self.config
-        graph = graphs.get(plan.topology)
+        name = plan.graph_name or plan.topology_name
+        params = plan.topology_params if plan.graph_params is None else plan.graph_params
+        # A policy's graph depends on the policy (and, for compute_optimal, the budget):
+        # one per cell. A topology's own graph is shared by all its cells.
+        key = plan.topology if plan.graph_name is None else f"{plan.cell}@{name}"
+        graph = graphs.get(key)
         if graph is None:
-            builder = resolve_topology(plan.topology_name)
+            builder = POLICY_GRAPHS.get(name) or resolve_topology(name)
             try:
-                graph = graphs[plan.topology] = builder(**plan.topology_params)
+                graph = graphs[key] = builder(**params)
             except TypeError as exc:
                 raise ConfigError(f"topology {plan.topology_name}: bad parameter: {exc}") \
                     from exc
         spec = RunSpec(
             plan.task.question, topology=plan.topology_name, params=plan.topology_params,
-            budget=plan.allocated, split=config.run.split or None,
+            budget=plan.allocated if plan.limit is None else plan.limit,
+            split=config.run.split or None,
             policy=config.run.reallocation, feedback_threshold=config.run.feedback_threshold,
-            seed=plan.seed, temperature=config.run.temperature,
+            seed=plan.seed,
+            temperature=config.run.temperature if plan.temperature is None
+            else plan.temperature,
             labels={"topology": plan.topology, "budget": str(plan.budget),
                     "policy": plan.policy, "seed": str(plan.seed), "suite": plan.suite,
                     "task": plan.task.id, "cell": plan.cell,
@@ -390,8 +496,13 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
     correct = False if result is None else bool(suite.check(plan.task, answer_text))
     plan_state = {} if result is None else (result.state.get("plan") or {})
     accepted = 0 if result is None else sum(result.accepted_tokens.values())
-    roles = role_order(str(r) for r in by_role)
-    role_tokens = {r: int(by_role[r].total_tokens) for r in roles}
+    called = role_order(str(r) for r in by_role)
+    role_tokens = {r: int(by_role[r].total_tokens) for r in called}
+    name = plan.graph_name or plan.topology_name
+    mode = str(plan_state.get("mode") or name)
+    design = design_roles(name, plan.topology_params if plan.graph_params is None
+                          else plan.graph_params, mode=mode if name == "adaptive" else None)
+    refused = 0 if result is None else int(result.state.get("refused_calls", 0))
     return RunRecord(
         run_id=plan.run_id, cell=plan.cell, suite=plan.suite, task_id=plan.task.id,
         difficulty=plan.task.difficulty, topology=plan.topology,
@@ -401,7 +512,10 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         correct=correct, score=None if result is None else result.score,
         answer=("" if result is None else result.answer)[:500],
         stop_reason="error" if result is None else result.stop_reason,
-        mode=str(plan_state.get("mode") or plan.topology_name), roles_present="+".join(roles),
+        # A builder of the user's own has no known design: its roles are those that called.
+        mode=mode, roles_present="+".join(called if design is None else design),
+        roles_called="+".join(called),
+        temperature=plan.temperature, no_call=totals.calls == 0 and refused > 0,
         tokens_total=totals.total_tokens, prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens, cached_tokens=totals.cached_tokens,
         reasoning_tokens=totals.reasoning_tokens,
@@ -411,6 +525,7 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         role_tokens=role_tokens,
         accepted_tokens=accepted, waste_tokens=totals.total_tokens - accepted,
         calls=totals.calls, error_calls=totals.error_calls,
+        refused_calls=refused,
         failed_calls=0 if result is None else int(result.state.get("failed_calls", 0)),
         transfers=len(ledger.transfers(plan.run_id)),
         cost_usd=None if totals.cost_unknown else totals.cost_usd, wall_s=wall, error=error,
@@ -470,6 +585,9 @@ async def run_ablation(
         if config_text is not None:
             (out / "config.toml").write_text(config_text, encoding="utf-8")
         ledger = TokenLedger(store)
+        if sweep.needs_calibration():
+            sweep = await sweep.calibrated(ledger, out)
+            planned = sweep.plan()  # the same runs and ids, now with their fitted graphs
         if on_event is not None:
             ledger.subscribe(on_event)
         if retry_failed:

@@ -38,6 +38,12 @@ def ablate_command(
                            "that lost model calls to endpoint failures or failed; each starts "
                            "over, and its new record replaces the old.")
     ] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="Override [endpoint] backend (local, simulated, openai, "
+                                      "vllm, ollama, llamacpp, lmstudio, generic).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="Override [endpoint] base_url.")] = None,
+    model: Annotated[str | None, typer.Option(help="Override [endpoint] model.")] = None,
 ) -> None:
     """Run topologies x budgets x policies x seeds x suites; rerun to resume after Ctrl-C.
 
@@ -47,6 +53,11 @@ def ablate_command(
                           log_level="error" if state.quiet else "warning")
     # The same resolution and bar as stratagem.ablate(), so both follow one set of rules.
     cfg, text = resolve_config(config, None if output is None else {"output": output})
+    cfg = cfg.with_endpoint(backend=backend, base_url=base_url, model=model)
+    overrides = [f"{k} = {v!r}" for k, v in (("backend", backend), ("base_url", base_url),
+                                              ("model", model)) if v is not None]
+    if overrides and text is not None:  # the copy in the output folder says what ran
+        text += "\n# [endpoint] overridden on the command line: " + ", ".join(overrides) + "\n"
     with progress_bar(cfg.name, console=console, disable=state.quiet) as progress:
         outcome = asyncio.run(run_ablation(cfg, config_text=text, on_progress=progress,
                                            executor=runner, retry_failed=retry_failed))

@@ -185,6 +185,8 @@ def topology_grid(df: pd.DataFrame, comparisons: Sequence[TopologyComparison] = 
     rows = []
     for c in cells:
         runs = f"{c.runs:,}" if c.scored == c.runs else f"{c.runs:,} ({c.scored:,} scored)"
+        if c.no_call:
+            runs += f" ({c.no_call:,} no call)"
         mean_cost = c.mean_cost
         waste = fmt_int(c.mean_waste)
         if c.mean_tokens > 0 and not math.isnan(c.mean_waste):
@@ -211,6 +213,9 @@ def topology_grid(df: pd.DataFrame, comparisons: Sequence[TopologyComparison] = 
             " / ".join(notes[m] for m in sorted(methods)) or "none (no run was scored)"
         )
         caption += "."
+        if any(c.no_call for c in cells):
+            caption += (" No call: runs whose budget could not fit a single model call (they"
+                        " count as wrong; the cell's budget is too small for the topology).")
         if any(c.cost_unknown for c in cells):
             caption += " ≥$: a lower bound (some prices unknown)."
     return _grid(

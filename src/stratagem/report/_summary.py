@@ -67,6 +67,8 @@ class CellSummary:
         cost_unknown: Runs whose cost is unknown (then ``cost_sum / runs`` is a lower bound).
         role_tokens: Mean billed tokens per role (``other`` for roles without a column).
         failed: Runs that failed outright (``error`` set).
+        no_call: Runs that made no model call because their budget could not fit one
+            (``no_call``): their failures say the budget is too small, not the model weak.
         simulated: Whether any run in the cell is simulated.
     """
 
@@ -86,6 +88,7 @@ class CellSummary:
     role_tokens: dict[str, float]
     failed: int
     simulated: bool
+    no_call: int = 0
 
     @property
     def mean_cost(self) -> float | None:
@@ -187,6 +190,7 @@ def summarize_cells(
                 role_tokens=roles,
                 failed=sum(1 for e in _column(g, "error", None) if not _is_missing(e) and e),
                 simulated=any(bool(v) for v in _column(g, "simulated", False)),
+                no_call=sum(1 for v in _column(g, "no_call", False) if not _is_missing(v) and v),
             )
         )
     cells.sort(key=lambda c: (order[c.topology], c.budget))

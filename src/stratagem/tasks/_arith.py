@@ -12,6 +12,7 @@ from stratagem.tasks._task import (
     Suite,
     Task,
     check_count,
+    distinct_draws,
     exact_check,
     int_range,
 )
@@ -87,7 +88,8 @@ class ArithSuite(Suite):
     def generate(self, n: int, *, seed: int = 0) -> list[Task]:
         """``n`` chains (see :meth:`Suite.generate`)."""
         rng = random.Random(f"arith:{seed}")
-        return [self._one(rng, f"{self.name}/{seed}/{i}") for i in range(check_count(n))]
+        return distinct_draws(self.name, check_count(n),
+                              lambda i: self._one(rng, f"{self.name}/{seed}/{i}"))
 
     def _one(self, rng: random.Random, task_id: str) -> Task:
         depth = rng.randint(*self.depth)

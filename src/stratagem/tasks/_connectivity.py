@@ -10,7 +10,15 @@ from collections.abc import Iterable
 
 from stratagem.agents import extract_answer, normalize_answer
 from stratagem.errors import ConfigError
-from stratagem.tasks._task import ANSWER_LINE, IntRange, Suite, Task, check_count, int_range
+from stratagem.tasks._task import (
+    ANSWER_LINE,
+    IntRange,
+    Suite,
+    Task,
+    check_count,
+    distinct_draws,
+    int_range,
+)
 
 __all__ = ["ConnectivitySuite", "shortest_path_length"]
 
@@ -108,10 +116,8 @@ class ConnectivitySuite(Suite):
         if n % 2:
             labels.append(rng.random() < 0.5)
         rng.shuffle(labels)
-        return [
-            self._one(rng, f"{self.name}/{seed}/{i}", connected)
-            for i, connected in enumerate(labels)
-        ]
+        return distinct_draws(
+            self.name, n, lambda i: self._one(rng, f"{self.name}/{seed}/{i}", labels[i]))
 
     def _one(self, rng: random.Random, task_id: str, connected: bool) -> Task:
         length = rng.randint(*self.path_length)

@@ -12,9 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stratagem.agents import answers_match, extract_answer
 from stratagem.errors import ConfigError
+from stratagem.logging import get_logger
 
 __all__ = ["ANSWER_LINE", "MAX_FEW_SHOT", "IntRange", "Suite", "Task", "check_count",
-           "int_range"]
+           "distinct_draws", "int_range", "warn_repeated"]
+
+_log = get_logger("stratagem.tasks")
+
+_REDRAWS = 64
+"""Fresh draws tried for a task whose question was already drawn, before keeping a repeat."""
 
 ANSWER_LINE = "End your reply with a line of the form `Answer: <answer>`."
 """The instruction closing every question whose answer is read by ``extract_answer``."""
@@ -154,6 +160,29 @@ class Suite(ABC):
             )
         return picked
 
+    def draw_apart(self, n: int, *, exclude: Collection[str] = (),
+                   seed: int = 0) -> list[Task]:
+        """``n`` tasks whose questions are not in ``exclude`` nor repeated: a split drawn
+        apart from the tasks being evaluated (e.g. to calibrate a policy on).
+
+        Raises:
+            ConfigError: If the suite has fewer than ``n`` other questions.
+        """
+        seen = set(exclude)
+        picked: list[Task] = []
+        for task in self._demonstration_candidates(seed):
+            if len(picked) == n:
+                break
+            if task.question not in seen:
+                seen.add(task.question)
+                picked.append(task)
+        if len(picked) < n:
+            raise ConfigError(
+                f"suite {self.name!r} has only {len(picked)} questions apart from the "
+                f"{len(set(exclude))} excluded (the tasks drawn and their examples), {n} "
+                "asked for: draw fewer tasks, ask for fewer, or widen the suite's parameters")
+        return picked
+
     def demonstration_reply(self, task: Task) -> str:
         """How a worked example's reply reads: ``Answer: <gold>`` (the line
         :func:`~stratagem.agents.extract_answer` reads); suites whose checker reads something
@@ -184,6 +213,36 @@ def check_count(n: object, *, available: int | None = None) -> int:
     if available is not None and n > available:
         raise ConfigError(f"n={n} but the suite holds only {available} tasks; ask for fewer")
     return n
+
+
+def warn_repeated(suite: str, n: int, distinct: int) -> None:
+    """Log that ``n`` tasks were asked of ``suite`` but only ``distinct`` questions exist."""
+    _log.warning("tasks.repeated", suite=suite, n=n, distinct=distinct,
+                 hint=f"{n - distinct} task(s) repeat a question: with the same seeds they "
+                      "repeat its outputs too, so the effective n is smaller; draw at most "
+                      f"{distinct} or widen the suite's parameters")
+
+
+def distinct_draws(suite: str, n: int, draw: Callable[[int], Task]) -> list[Task]:
+    """``n`` tasks from ``draw(i)``, no question twice while the draws allow.
+
+    A task whose question was already drawn is drawn again (up to a fixed number of times);
+    a repeat that survives is kept, and one ``tasks.repeated`` warning says how many distinct
+    questions there are. The same ``draw`` (seeded) gives the same tasks.
+    """
+    seen: set[str] = set()
+    tasks = []
+    for i in range(n):
+        task = draw(i)
+        for _ in range(_REDRAWS):
+            if task.question not in seen:
+                break
+            task = draw(i)
+        seen.add(task.question)
+        tasks.append(task)
+    if len(seen) < n:
+        warn_repeated(suite, n, len(seen))
+    return tasks
 
 
 def int_range(name: str, value: object, *, low: int, high: int) -> tuple[int, int]:

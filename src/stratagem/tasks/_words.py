@@ -5,13 +5,22 @@ from __future__ import annotations
 import math
 import random
 import string
+from collections.abc import Iterator
 from functools import cache
 from importlib.resources import files
 from typing import Literal
 
 from stratagem.agents import extract_answer
 from stratagem.errors import ConfigError
-from stratagem.tasks._task import ANSWER_LINE, IntRange, Suite, Task, check_count, int_range
+from stratagem.tasks._task import (
+    ANSWER_LINE,
+    IntRange,
+    Suite,
+    Task,
+    check_count,
+    int_range,
+    warn_repeated,
+)
 
 __all__ = ["WordsSuite", "english_words"]
 
@@ -75,7 +84,8 @@ class WordsSuite(Suite):
     exactly 4 letters."
 
     Each task draws a length, then a first letter uniformly among those that start at least
-    one common word of that length (so rare letters come up as often as frequent ones). The
+    one common word of that length (so rare letters come up as often as frequent ones),
+    without replacement: no question repeats until every one has been drawn. The
     checker accepts any word of :func:`english_words` with that letter and length; the task's
     ``answer`` is one example (the most frequent). Difficulty falls with the number of common
     words that fit, ``n``: ``1 - log(1 + n) / log(1 + n_max)``, where ``n_max`` is the count for
@@ -111,45 +121,83 @@ class WordsSuite(Suite):
             "length", length, low=MIN_LENGTH, high=MAX_LENGTH)
 
     def generate(self, n: int, *, seed: int = 0) -> list[Task]:
-        """``n`` constraints (see :meth:`Suite.generate`)."""
-        rng = random.Random(f"words:{seed}")
+        """``n`` distinct constraints while the pool allows (see :meth:`Suite.generate`).
+
+        Questions are drawn without replacement: every (letter) or (letter, length) pair
+        comes up once before any comes up twice. Asking for more than :meth:`distinct`
+        repeats questions (the same seed then gives the same outputs, so the repeats add
+        runs but no information) and logs a ``tasks.repeated`` warning.
+        """
+        n = check_count(n)
+        pool = self.distinct()
+        if n > pool:
+            warn_repeated(self.name, n, pool)
+        keys = self._keys(random.Random(f"words:{seed}"))
+        return [self._task(next(keys), f"{self.name}/{seed}/{i}") for i in range(n)]
+
+    def distinct(self) -> int:
+        """How many distinct questions the suite's parameters allow."""
+        return len(self._pool())
+
+    def _pool(self) -> list[tuple[str, int | None]]:
+        if self.any_length:
+            return [(c, None) for c in sorted(_words_by_letter()) if c in self.letters]
         table = _common_counts()
-        tasks = []
-        by_letter = _words_by_letter()
-        most = max(by_letter.values())
-        for i in range(check_count(n)):
-            if self.any_length:
-                letter = rng.choice([c for c in sorted(by_letter) if c in self.letters])
-                # The most frequent fitting word (a frozenset's order changes per process).
-                gold = next(w for w in _ranked() if w.startswith(letter)
-                            and MIN_LENGTH <= len(w) <= MAX_LENGTH)
-                tasks.append(Task(
-                    id=f"{self.name}/{seed}/{i}", suite=self.name,
-                    question=f"Write one English word that starts with the letter '{letter}'. "
-                             f"{ANSWER_LINE}",
-                    answer=gold,
-                    difficulty=round(1 - math.log1p(by_letter[letter]) / math.log1p(most), 4),
-                    metadata={"letter": letter, "length": None,
-                              "common_words": by_letter[letter]},
-                ))
-                continue
-            length = rng.randint(*self.length)
-            letters = [c for c in self.letters if (c, length) in table]
-            if not letters:
-                raise ConfigError(f"no common word of {length} letters starts with any of "
-                                  f"{self.letters!r}: widen letters or length")
-            letter = rng.choice(letters)
-            fitting = table[(letter, length)]
-            tasks.append(Task(
-                id=f"{self.name}/{seed}/{i}", suite=self.name,
-                question=(
-                    f"Write one English word that starts with the letter '{letter}' and has "
-                    f"exactly {length} letters. {ANSWER_LINE}"
-                ),
-                answer=fitting[0], difficulty=_difficulty(len(fitting)),
-                metadata={"letter": letter, "length": length, "common_words": len(fitting)},
-            ))
-        return tasks
+        return [(c, length) for length in range(self.length[0], self.length[1] + 1)
+                for c in self.letters if (c, length) in table]
+
+    def _keys(self, rng: random.Random) -> Iterator[tuple[str, int | None]]:
+        """(letter, length) pairs in rounds without replacement: any-length tasks draw a
+        letter uniformly among those left; others draw a length uniformly among those with
+        a letter left, then a letter (so rare letters come up as often as frequent ones)."""
+        pool = self._pool()
+        if not pool:
+            raise ConfigError(f"no common word of {self.length[0]} to {self.length[1]} "
+                              f"letters starts with any of {self.letters!r}: widen letters "
+                              "or length")
+        while True:
+            left = list(pool)
+            while left:
+                lengths = sorted({length or 0 for _, length in left})
+                length = rng.choice(lengths)
+                letters = [key for key in left if (key[1] or 0) == length]
+                key = rng.choice(letters)
+                left.remove(key)
+                yield key
+
+    def _task(self, key: tuple[str, int | None], task_id: str) -> Task:
+        letter, length = key
+        if length is None:
+            by_letter = _words_by_letter()
+            most = max(by_letter.values())
+            # The most frequent fitting word (a frozenset's order changes per process).
+            gold = next(w for w in _ranked() if w.startswith(letter)
+                        and MIN_LENGTH <= len(w) <= MAX_LENGTH)
+            return Task(
+                id=task_id, suite=self.name,
+                question=f"Write one English word that starts with the letter '{letter}'. "
+                         f"{ANSWER_LINE}",
+                answer=gold,
+                difficulty=round(1 - math.log1p(by_letter[letter]) / math.log1p(most), 4),
+                metadata={"letter": letter, "length": None,
+                          "common_words": by_letter[letter]},
+            )
+        fitting = _common_counts()[(letter, length)]
+        return Task(
+            id=task_id, suite=self.name,
+            question=(
+                f"Write one English word that starts with the letter '{letter}' and has "
+                f"exactly {length} letters. {ANSWER_LINE}"
+            ),
+            answer=fitting[0], difficulty=_difficulty(len(fitting)),
+            metadata={"letter": letter, "length": length, "common_words": len(fitting)},
+        )
+
+    def _demonstration_candidates(self, seed: int) -> Iterator[Task]:
+        # Every question once, in a seeded order: drawing more would only repeat them.
+        keys = self._keys(random.Random(f"words-demonstrations:{seed}"))
+        for i in range(self.distinct()):
+            yield self._task(next(keys), f"{self.name}/demo{seed}/{i}")
 
     def check(self, task: Task, response: str) -> bool:
         """The extracted answer, stripped of quotes and punctuation and lower-cased, is one

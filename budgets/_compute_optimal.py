@@ -1,0 +1,345 @@
+"""ComputeOptimal: choose per query how to go on sampling, from a cheap probe of it.
+
+Snell et al. 2024 ("Scaling LLM Test-Time Compute Optimally...") pick the test-time strategy
+per prompt from an estimate of its difficulty and report more than 4x the efficiency of
+best-of-N. Here:
+
+1. **Probe.** The first ``probe`` samples of a query (branch seeds ``seed``, ``seed + 1``, ...,
+   the same samples every other sampling topology draws first), each checked by the task's
+   verifier when it has one. Their signal is a *bin*: ``verified`` when a probe sample was
+   accepted; else ``agree<a>/<k>``, ``a`` the votes of the leading answer among the ``k``
+   probe samples (``agree0/1``: no readable answer). Token log-probabilities are not used:
+   stratagem's backends do not return them yet.
+2. **Options.** ``stop`` (answer from the probe), and per sample cap ``m`` in ``samples``:
+   ``sequential:m`` (with a verifier: one more sample at a time until one is accepted or ``m``
+   are drawn), ``vote:m`` (without: ``m`` samples, majority) and ``ac:m`` (without:
+   Adaptive-Consistency up to ``m``).
+3. **A small model, fitted once on a calibration split** (tasks drawn apart from the
+   evaluated ones): each calibration query's pool of samples is drawn once, and every option's
+   outcome and tokens are read off that pool, since each option is a prefix rule over the same
+   seeded samples. Expected accuracy per (bin, option) is the observed rate shrunk toward the
+   option's rate over all bins (a Beta prior of weight ``prior``); expected tokens are the
+   observed mean. :class:`CalibrationTable` is saved as JSON next to the results and reused.
+4. **Choice at the batch's total.** Maximising the batch's expected accuracy subject to its
+   total is a knapsack over queries; its Lagrangian relaxation prices tokens at ``price`` and
+   picks per query ``argmax E[accuracy] - price x E[tokens]``. ``price`` is set on the
+   calibration split so the expected mean tokens per query equals the per-query budget, so the
+   total is met in expectation over the calibration mix of bins (not to the token; a run's hard
+   cap is ``cap`` x the budget). Each choice is recorded in the ledger with its reason
+   (:func:`record_choice`), like a :class:`~stratagem.budgets.Transfer`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stratagem.budgets._consistency import AdaptiveConsistency
+from stratagem.budgets._entries import Transfer
+from stratagem.budgets._ledger import TokenLedger
+from stratagem.budgets._policies import apportion
+from stratagem.errors import ConfigError
+
+__all__ = [
+    "CalibrationTable",
+    "ComputeOptimal",
+    "PoolSample",
+    "StrategyChoice",
+    "option_outcome",
+    "probe_bin",
+    "record_choice",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSample:
+    """One sample of a calibration query (or of a probe), in branch order.
+
+    Attributes:
+        answer: The normalized answer (``""``: none readable).
+        correct: Whether the task's checker accepts it.
+        tokens: Billed tokens of the call.
+    """
+
+    answer: str
+    correct: bool
+    tokens: int
+
+
+def probe_bin(answers: Sequence[str], verified: Sequence[bool] | None) -> str:
+    """The difficulty bin of a probe: ``verified``, or ``agree<a>/<k>``.
+
+    Args:
+        answers: The probe samples' normalized answers (``""``: none).
+        verified: Each sample's verifier verdict, or ``None`` for a task without a verifier.
+
+    Example:
+        >>> probe_bin(["b", "b"], None), probe_bin(["x"], [False]), probe_bin(["x"], [True])
+        ('agree2/2', 'agree1/1', 'verified')
+    """
+    if verified is not None and any(verified):
+        return "verified"
+    votes = Counter(a for a in answers if a)
+    return f"agree{max(votes.values(), default=0)}/{len(answers)}"
+
+
+def option_outcome(option: str, pool: Sequence[PoolSample], *, probe: int, verifier: bool,
+                   rule: AdaptiveConsistency | None = None) -> tuple[bool, int]:
+    """``(correct, tokens)`` of ``option`` on a query whose samples are ``pool``.
+
+    The probe's samples count in the tokens of every option (they were drawn).
+    """
+    def majority(samples: Sequence[PoolSample]) -> PoolSample | None:
+        votes = Counter(s.answer for s in samples if s.answer)
+        if not votes:
+            return samples[0] if samples else None
+        top = max(votes.values())
+        return next(s for s in samples if s.answer and votes[s.answer] == top)
+
+    def answer_of(samples: Sequence[PoolSample]) -> bool:
+        if verifier:
+            return any(s.correct for s in samples)  # the verifier picks an accepted one
+        chosen = majority(samples)
+        return chosen is not None and chosen.correct
+
+    head = list(pool[:probe])
+    if option == "stop" or (verifier and any(s.correct for s in head)):
+        return answer_of(head), sum(s.tokens for s in head)
+    kind, _, m_text = option.partition(":")
+    m = min(int(m_text), len(pool))
+    if kind == "sequential":
+        drawn = next((i + 1 for i, s in enumerate(pool[:m]) if s.correct), m)
+        drawn = max(drawn, probe)
+        return answer_of(pool[:drawn]), sum(s.tokens for s in pool[:drawn])
+    if kind == "vote":
+        return answer_of(pool[:max(m, probe)]), sum(s.tokens for s in pool[:max(m, probe)])
+    if kind == "ac":
+        ac = AdaptiveConsistency(threshold=rule.threshold if rule else 0.95,
+                                 max_samples=max(m, 1),
+                                 criterion=rule.criterion if rule else "beta")
+        n = max(probe, 1)
+        while n < m and not ac.decide([s.answer for s in pool[:n]]).stop:
+            n += 1
+        return answer_of(pool[:n]), sum(s.tokens for s in pool[:n])
+    raise ConfigError(f"unknown option {option!r}: use stop, sequential:M, vote:M or ac:M")
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyChoice:
+    """What the policy chose for one query, and why.
+
+    Attributes:
+        option: ``stop``, ``sequential:M``, ``vote:M`` or ``ac:M``.
+        bin: The probe's bin.
+        expected_accuracy: The table's expected accuracy of the option in the bin.
+        expected_tokens: Its expected tokens per query (probe included).
+        reason: The choice in words, for the ledger and the audit.
+    """
+
+    option: str
+    bin: str
+    expected_accuracy: float
+    expected_tokens: float
+    reason: str
+
+    @property
+    def samples(self) -> int:
+        """The cap on samples (0 for ``stop``: no sample past the probe)."""
+        return 0 if self.option == "stop" else int(self.option.partition(":")[2])
+
+
+@dataclass
+class CalibrationTable:
+    """Expected accuracy and tokens per (probe bin, option), fitted on a calibration split.
+
+    Attributes:
+        probe: Probe samples per query.
+        verifier: Whether the tasks have a verifier (which options apply).
+        options: The options, cheapest first.
+        cells: ``bin -> option -> [correct, queries, tokens]`` sums.
+        prior: Weight of the shrinkage toward an option's rate over all bins.
+        queries: Calibration queries (task x seed) behind the table.
+        meta: Where it came from (suite, tasks, seeds), for the JSON file.
+    """
+
+    probe: int
+    verifier: bool
+    options: list[str]
+    cells: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    prior: float = 2.0
+    queries: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, pools: Sequence[Sequence[PoolSample]], *, probe: int, samples: Sequence[int],
+            verifier: bool, rule: AdaptiveConsistency | None = None, prior: float = 2.0,
+            meta: Mapping[str, Any] | None = None) -> CalibrationTable:
+        """Read every option's outcome off each calibration query's sample pool.
+
+        Raises:
+            ConfigError: With no pool, or a pool shorter than the largest cap.
+        """
+        if not pools:
+            raise ConfigError("compute_optimal needs at least one calibration query")
+        caps = sorted({int(m) for m in samples if int(m) > probe})
+        need = max([probe, *caps])
+        if any(len(p) < need for p in pools):
+            raise ConfigError(f"every calibration pool needs {need} samples")
+        kinds = ("sequential",) if verifier else ("vote", "ac")
+        options = ["stop", *(f"{k}:{m}" for m in caps for k in kinds)]
+        table = cls(probe, verifier, options, prior=prior, queries=len(pools),
+                    meta=dict(meta or {}))
+        for pool in pools:
+            head = pool[:probe]
+            b = probe_bin([s.answer for s in head],
+                          [s.correct for s in head] if verifier else None)
+            row = table.cells.setdefault(b, {o: [0.0, 0.0, 0.0] for o in options})
+            for o in options:
+                ok, tokens = option_outcome(o, pool, probe=probe, verifier=verifier, rule=rule)
+                row[o][0] += ok
+                row[o][1] += 1
+                row[o][2] += tokens
+        return table
+
+    def share(self, b: str) -> float:
+        """The calibration queries' share in bin ``b``."""
+        row = self.cells.get(b)
+        return 0.0 if not row or not self.queries else next(iter(row.values()))[1] / self.queries
+
+    def expected(self, b: str, option: str) -> tuple[float, float]:
+        """``(accuracy, tokens)`` expected of ``option`` for a query in bin ``b``; a bin the
+        calibration never saw gets the option's rates over all bins."""
+        pooled = [sum(r[option][i] for r in self.cells.values()) for i in range(3)]
+        base = (pooled[0] + 1) / (pooled[1] + 2)
+        mean_tokens = pooled[2] / pooled[1] if pooled[1] else 0.0
+        cell = self.cells.get(b, {}).get(option)
+        if not cell or not cell[1]:
+            return base, mean_tokens
+        return (cell[0] + self.prior * base) / (cell[1] + self.prior), cell[2] / cell[1]
+
+    def best(self, b: str, price: float, cap: float | None = None) -> StrategyChoice:
+        """The option maximising ``accuracy - price x tokens`` in bin ``b`` (within ``cap``
+        expected tokens; cheapest first on ties)."""
+        if b == "verified":  # every option stops at a verified probe: nothing to gain
+            acc, tokens = self.expected(b, "stop")
+            return StrategyChoice("stop", b, acc, tokens,
+                                  f"compute_optimal: probe {b}: stop (a verified answer)")
+        scored = []
+        for o in self.options:
+            acc, tokens = self.expected(b, o)
+            if cap is None or tokens <= cap or o == "stop":
+                scored.append((acc - price * tokens, -tokens, o, acc, tokens))
+        _, _, o, acc, tokens = max(scored)
+        reason = (f"compute_optimal: probe {b}: {o} (expected accuracy {acc:.2f} at "
+                  f"{tokens:.0f} tokens; price {price:.2e}/token; "
+                  f"{self.queries} calibration queries)")
+        return StrategyChoice(o, b, acc, tokens, reason)
+
+    def mean_tokens(self, price: float, cap: float | None = None) -> float:
+        """Expected tokens per query over the calibration mix when choosing at ``price``."""
+        return sum(self.share(b) * self.best(b, price, cap).expected_tokens for b in self.cells)
+
+    def price_for(self, budget: float, cap: float | None = None) -> float:
+        """The smallest token price whose choices spend at most ``budget`` per query in
+        expectation (0 when even the richest choices fit)."""
+        if self.mean_tokens(0.0, cap) <= budget:
+            return 0.0
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if self.mean_tokens(mid, cap) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (see :meth:`from_json`)."""
+        return {"kind": "stratagem-compute-optimal", "version": 1, "probe": self.probe,
+                "verifier": self.verifier, "options": self.options, "cells": self.cells,
+                "prior": self.prior, "queries": self.queries, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CalibrationTable:
+        """Read what :meth:`to_json` wrote.
+
+        Raises:
+            ConfigError: If ``data`` is not such a table.
+        """
+        if data.get("kind") != "stratagem-compute-optimal" or data.get("version") != 1:
+            raise ConfigError("not a stratagem compute_optimal calibration table")
+        return cls(int(data["probe"]), bool(data["verifier"]), list(data["options"]),
+                   {b: {o: [float(x) for x in v] for o, v in row.items()}
+                    for b, row in data["cells"].items()},
+                   float(data["prior"]), int(data["queries"]), dict(data.get("meta", {})))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as JSON."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationTable:
+        """Read a table :meth:`save` wrote."""
+        try:
+            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{path}: not a readable compute_optimal table ({exc}); "
+                              "delete it to calibrate again") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeOptimal:
+    """Per query, the option a probe and a calibration table say is worth its tokens.
+
+    As an allocation policy it splits a batch uniformly: its savings and its reallocation
+    happen inside runs, by choosing per query (see the module docstring).
+
+    Attributes:
+        probe: Probe samples per query.
+        samples: Sample caps of the options past the probe.
+        calibration: Calibration tasks per suite (each run at every seed of the grid).
+        cap: A run's hard cap, as a multiple of the per-query budget.
+        prior: Shrinkage weight of the table.
+        threshold: Adaptive-Consistency threshold of the ``ac:M`` options.
+    """
+
+    probe: int = 1
+    samples: tuple[int, ...] = (2, 4, 8)
+    calibration: int = 8
+    cap: float = 2.0
+    prior: float = 2.0
+    threshold: float = 0.95
+    name: str = "compute_optimal"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.probe <= 16:
+            raise ConfigError(f"compute_optimal needs 1 <= probe <= 16, got {self.probe}")
+        if not self.samples or any(not self.probe < m <= 256 for m in self.samples):
+            raise ConfigError(f"compute_optimal needs sample caps above probe ({self.probe}) "
+                              f"and at most 256, got {list(self.samples)}")
+        if self.calibration < 1 or self.cap < 1 or self.prior < 0:
+            raise ConfigError("compute_optimal needs calibration >= 1, cap >= 1, prior >= 0")
+
+    def allocate(self, difficulties: Sequence[float | None], total: int) -> list[int]:
+        """Equal shares (the choice per query happens inside each run)."""
+        return apportion([1.0] * len(difficulties), total)
+
+
+def record_choice(ledger: TokenLedger, run_id: str, choice: StrategyChoice, *,
+                  tokens: int, node: str = "choose") -> Transfer:
+    """Record a policy's choice for one run as a ledger event with its reason.
+
+    It is a :class:`~stratagem.budgets.Transfer` from the pseudo-role ``policy`` to the
+    solver of the tokens the choice lets the run spend, so ``stratagem audit`` lists it with
+    the other budget moves. (The one place to change when decisions get their own event.)
+    """
+    event = Transfer(run_id=run_id, from_role="policy", to_role="solver",
+                     tokens=max(1, int(tokens)), reason=choice.reason, node=node)
+    ledger.record_transfer(event)
+    return event

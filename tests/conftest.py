@@ -1,8 +1,10 @@
-"""Test-wide guards: no network beyond loopback, clean structlog context per test."""
+"""Test-wide guards: no network beyond loopback, clean structlog context per test, and no
+logging configuration leaking from one test into the next (any test may run ``main()``)."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -60,3 +62,30 @@ def _clean_log_context() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
+
+
+_LIBRARY_LOGGERS = ("openai", "httpx", "httpx2", "langgraph")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI's ``main()`` configures logging with cached loggers; in a test it must not (a
+    logger cached on a captured stream loses every later event, e.g. ``llm.call``), and
+    structlog's and the libraries' configuration is restored afterwards."""
+    from stratagem.logging import configure_logging
+
+    saved = structlog.get_config()
+    libraries = {name: logging.getLogger(name) for name in _LIBRARY_LOGGERS}
+    before = {name: (lg.handlers[:], lg.propagate, lg.level) for name, lg in libraries.items()}
+
+    def uncached(fmt: Any = "console", level: str = "info", stream: Any = None,
+                 **_: Any) -> None:
+        configure_logging(fmt, level, stream, cache_loggers=False)
+
+    monkeypatch.setattr("stratagem.cli._main.configure_logging", uncached)  # the CLI's seam
+    yield
+    structlog.configure(**saved)
+    for name, (handlers, propagate, level) in before.items():
+        libraries[name].handlers = handlers
+        libraries[name].propagate = propagate
+        libraries[name].setLevel(level)

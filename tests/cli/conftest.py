@@ -1,27 +1,19 @@
 """Running the ``stratagem`` command in-process, and a simulated ablation folder to point it at.
 
-``main()`` configures logging for each invocation; here it does so without caching loggers,
-and the configuration of structlog and of the libraries' stdlib loggers is restored after
-every test, so a CLI test never leaves a logger bound to a captured stream.
+(``main()``'s logging is kept from leaking between tests by ``tests/conftest.py``.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import structlog
 
 from stratagem.ablation import load_config, run_ablation
 from stratagem.cli import main
-from stratagem.logging import configure_logging
-
-_LIBRARY_LOGGERS = ("openai", "httpx", "httpx2", "langgraph")
 
 
 @dataclass(frozen=True)
@@ -37,23 +29,6 @@ class Result:
         return self.err.strip().splitlines()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    saved = structlog.get_config()
-    libraries = {name: logging.getLogger(name) for name in _LIBRARY_LOGGERS}
-    before = {name: (lg.handlers[:], lg.propagate, lg.level) for name, lg in libraries.items()}
-
-    def uncached(fmt: Any = "console", level: str = "info", stream: Any = None,
-                 **_: Any) -> None:
-        configure_logging(fmt, level, stream, cache_loggers=False)
-
-    monkeypatch.setattr("stratagem.cli._main.configure_logging", uncached)  # the CLI's seam
-    yield
-    structlog.configure(**saved)
-    for name, (handlers, propagate, level) in before.items():
-        libraries[name].handlers = handlers
-        libraries[name].propagate = propagate
-        libraries[name].setLevel(level)
 
 
 @pytest.fixture

@@ -137,6 +137,18 @@ class _Scope:
     role: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def merged(self, *, node: str | None = None, branch: str | None = None,
+               task_id: str | None = None, role: str | None = None,
+               labels: Mapping[str, str] | None = None) -> _Scope:
+        """This identity with what a call (or a narrower view) names itself."""
+        return _Scope(
+            node=self.node if node is None else node,
+            branch=self.branch if branch is None else branch,
+            task_id=self.task_id if task_id is None else task_id,
+            role=self.role if role is None else role,
+            labels={**self.labels, **(labels or {})},
+        )
+
 
 class Account:
     """The record and the purse of one run: ledger, budget, prices and the run's identity.
@@ -243,16 +255,10 @@ class Account:
     ) -> Account:
         """A view of this account whose calls default to this identity (the node and
         LangGraph task making them, a branch, a role). Same run, same budget."""
-        s = self._scope
         other = Account.__new__(Account)
         other._ledger, other._pricing, other._run = self._ledger, self._pricing, self._run
-        other._scope = _Scope(
-            node=s.node if node is None else node,
-            branch=s.branch if branch is None else branch,
-            task_id=s.task_id if task_id is None else task_id,
-            role=s.role if role is None else role,
-            labels={**s.labels, **(labels or {})},
-        )
+        other._scope = self._scope.merged(node=node, branch=branch, task_id=task_id, role=role,
+                                          labels=labels)
         return other
 
     @property
@@ -335,17 +341,17 @@ class Account:
             reservation = budget.reserve(role, input_estimate, max_output, model=model,
                                          pricing=self._pricing)
             cap = reservation.max_output
-        s = self._scope
+        s = self._scope.merged(node=node, branch=branch, task_id=task_id, labels=labels)
         return OpenCall(
             call_id=call_id or new_call_id(),
             role=role,
             model=model,
             backend=backend,
             attempt=attempt,
-            node=s.node if node is None else node,
-            branch=s.branch if branch is None else branch,
-            task_id=s.task_id if task_id is None else task_id,
-            labels={**self.labels, **(labels or {})},
+            node=s.node,
+            branch=s.branch,
+            task_id=s.task_id,
+            labels={**self._run.labels, **s.labels},
             max_output=cap,
             prompt_estimate=input_estimate if prompt_estimate is None else prompt_estimate,
             reservation=reservation,
@@ -361,7 +367,7 @@ class Account:
         """
         bound = Usage(call.prompt_estimate, call.max_output, None, None, "bound")
         self._ledger.open_intent(self._entry(
-            call, bound, status="lost", latency_s=0.0,
+            call, bound, status="lost", latency_s=0.0, cap=call.max_output,
             error="the process ended with this request in flight: outcome unknown, charged "
                   "at its reservation",
         ))
@@ -389,6 +395,14 @@ class Account:
         Raises:
             LedgerError: If the row could not be written durably.
         """
+        return self._commit(call, usage, status=status, error=error, request_id=request_id,
+                            latency_s=time.perf_counter() - call.t0, cap=call.max_output,
+                            outcome=outcome)
+
+    def _commit(self, call: OpenCall, usage: Usage, *, status: CallStatus, error: str | None,
+                request_id: str | None, latency_s: float, cap: int | None,
+                outcome: tuple[str, dict[str, Any]] | None = None) -> LedgerEntry:
+        """Price, charge (against the reservation if there is one), write, announce."""
         cost = self._pricing.cost(call.model, usage)
         budget = self._run.budget
         if budget is not None:
@@ -397,7 +411,7 @@ class Account:
             else:
                 budget.charge(call.role, usage, model=call.model, cost_usd=cost)
         entry = self._entry(call, usage, status=status, error=error, request_id=request_id,
-                            latency_s=time.perf_counter() - call.t0, cost=cost)
+                            latency_s=latency_s, cost=cost, cap=cap)
         self._ledger.complete(entry, outcome)
         self._run.charged.add(entry.call_id)
         self._after(entry)
@@ -435,25 +449,16 @@ class Account:
             existing = self._ledger.get(cid)
             assert existing is not None
             return existing
-        s = self._scope
+        s = self._scope.merged(node=node, branch=branch, task_id=task_id, labels=labels)
         call = OpenCall(
             call_id=cid, role=role, model=model, backend=backend, attempt=attempt,
-            node=s.node if node is None else node,
-            branch=s.branch if branch is None else branch,
-            task_id=s.task_id if task_id is None else task_id,
-            labels={**self.labels, **(labels or {})}, max_output=0,
+            node=s.node, branch=s.branch, task_id=s.task_id,
+            labels={**self._run.labels, **s.labels}, max_output=0,
             prompt_estimate=usage.prompt_tokens, reservation=None,
             started=started_at or datetime.now(UTC),
         )
-        cost = self._pricing.cost(model, usage)
-        if self._run.budget is not None:
-            self._run.budget.charge(role, usage, model=model, cost_usd=cost)
-        entry = self._entry(call, usage, status=status, error=error, request_id=request_id,
-                            latency_s=latency_s, cost=cost, cap=None)
-        self._ledger.complete(entry)
-        self._run.charged.add(entry.call_id)
-        self._after(entry)
-        return entry
+        return self._commit(call, usage, status=status, error=error, request_id=request_id,
+                            latency_s=latency_s, cap=None)
 
     def _role(self, role: str | None) -> str:
         role = role or self._scope.role
@@ -461,9 +466,9 @@ class Account:
             raise ConfigError("a call needs a role: pass role=... or bind(role=...) first")
         return role
 
-    def _entry(self, call: OpenCall, usage: Usage, *, status: CallStatus,
-               latency_s: float, error: str | None = None, request_id: str | None = None,
-               cost: float | None = None, cap: int | None = -1) -> LedgerEntry:
+    def _entry(self, call: OpenCall, usage: Usage, *, status: CallStatus, latency_s: float,
+               cap: int | None, error: str | None = None, request_id: str | None = None,
+               cost: float | None = None) -> LedgerEntry:
         return LedgerEntry(
             call_id=call.call_id,
             run_id=self.run_id,
@@ -487,7 +492,7 @@ class Account:
             request_id=request_id,
             started_at=call.started,
             labels=call.labels,
-            cap_sent=call.max_output if cap == -1 else cap,
+            cap_sent=cap,
         )
 
     def _after(self, entry: LedgerEntry) -> None:

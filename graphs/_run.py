@@ -147,17 +147,30 @@ async def arun(
         RunError: If the graph failed in a way the topology could not absorb; with a
             checkpoint, :func:`resume` can finish it.
     """
+    ctx, inputs = _start(context, task, run_id, thread_id, task_id)
+    return await _invoke(graph, inputs, ctx, run_id=inputs["run_id"],
+                         thread_id=ctx.account.thread_id, checkpoint=checkpoint,
+                         max_concurrency=max_concurrency)
+
+
+def _start(context: RunContext, task: str, run_id: str | None, thread_id: str | None,
+           task_id: str | None) -> tuple[RunContext, dict[str, Any]]:
+    """A fresh run's bound context and graph inputs. A run id that already has rows (a
+    rerun after a crash without a checkpoint) replays its recorded calls as they come, and
+    what cannot replay is charged now."""
     run_id = run_id or uuid.uuid4().hex
-    thread_id = thread_id or run_id
-    ctx = _bind(context, run_id, thread_id)
+    ctx = _bind(context, run_id, thread_id or run_id)
     if ctx.account.entries() or ctx.account.transfers():
-        # A rerun of a run that has rows (it crashed without a checkpoint): its recorded
-        # calls replay as they come; what cannot replay is charged now.
         _log.info("run.rerun", run_id=run_id, rows=len(ctx.account.entries()))
         ctx.account.restore()
-    inputs = {"task": task, "task_id": task_id or run_id, "run_id": run_id}
-    return await _invoke(graph, inputs, ctx, run_id=run_id, thread_id=thread_id,
-                         checkpoint=checkpoint, max_concurrency=max_concurrency)
+    return ctx, {"task": task, "task_id": task_id or run_id, "run_id": run_id}
+
+
+def _run_config(thread_id: str, max_concurrency: int | None) -> dict[str, Any]:
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+    if max_concurrency is not None:
+        config["max_concurrency"] = max_concurrency
+    return config
 
 
 async def aresume(
@@ -229,9 +242,7 @@ async def _invoke(
     checkpoint: Checkpoint,
     max_concurrency: int | None,
 ) -> RunResult:
-    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
-    if max_concurrency is not None:
-        config["max_concurrency"] = max_concurrency
+    config = _run_config(thread_id, max_concurrency)
     with bind_run(run_id=run_id, thread_id=thread_id, **ctx.labels):
         async with _saver(checkpoint) as saver:
             bound = graph if saver is None else graph.copy({"checkpointer": saver})

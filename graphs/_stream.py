@@ -17,7 +17,6 @@ result::
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,14 @@ from langgraph.pregel import Pregel
 from stratagem.budgets import BudgetThreshold, CallRecorded, TransferRecorded
 from stratagem.errors import RunError, StratagemError
 from stratagem.graphs._context import RunContext
-from stratagem.graphs._run import Checkpoint, RunResult, _bind, _result, _saver
+from stratagem.graphs._run import (
+    Checkpoint,
+    RunResult,
+    _result,
+    _run_config,
+    _saver,
+    _start,
+)
 from stratagem.logging import bind_run
 
 __all__ = ["CustomEvent", "NodeFinished", "NodeStarted", "RunEvent", "RunStopped", "astream",
@@ -96,15 +102,9 @@ async def astream(
     Raises:
         RunError: If the graph failed in a way the topology could not absorb.
     """
-    run_id = run_id or uuid.uuid4().hex
-    thread_id = thread_id or run_id
-    ctx = _bind(context, run_id, thread_id)
-    if ctx.account.entries() or ctx.account.transfers():
-        ctx.account.restore()  # a rerun replays its recorded calls (see arun)
-    inputs = {"task": task, "task_id": task_id or run_id, "run_id": run_id}
-    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
-    if max_concurrency is not None:
-        config["max_concurrency"] = max_concurrency
+    ctx, inputs = _start(context, task, run_id, thread_id, task_id)
+    run_id, thread_id = inputs["run_id"], ctx.account.thread_id
+    config = _run_config(thread_id, max_concurrency)
     values: dict[str, Any] = {}
     with bind_run(run_id=run_id, thread_id=thread_id, **ctx.labels):
         async with _saver(checkpoint) as saver:

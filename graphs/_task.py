@@ -14,7 +14,6 @@ import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -22,9 +21,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from stratagem.agents import ModelClient, Solver
 from stratagem.budgets import Budget, JudgeFeedback, Pricing, ReallocationPolicy, apportion
 from stratagem.errors import ConfigError
-from stratagem.graphs._checkpoint import sqlite_checkpointer
 from stratagem.graphs._context import DEFAULT_SPLITS, RunContext, Verifier
-from stratagem.graphs._run import RunResult, aresume, arun
+from stratagem.graphs._run import Checkpoint, RunResult, _saver, aresume, arun
 from stratagem.graphs._topologies import check_params, resolve_topology
 
 __all__ = ["RunSpec", "arun_task", "run_task", "split_budget"]
@@ -135,9 +133,6 @@ def split_budget(total: int, shares: Mapping[str, float]) -> dict[str, int]:
     return dict(zip(roles, apportion([float(shares[r]) for r in roles], total), strict=True))
 
 
-Checkpoint = str | Path | BaseCheckpointSaver[Any] | None
-
-
 async def arun_task(spec: RunSpec, client: ModelClient, *, checkpoint: Checkpoint = None,
                     graph: Any = None, max_concurrency: int | None = None) -> RunResult:
     """Run ``spec`` on ``client``; with a checkpoint holding the run, finish it instead.
@@ -157,7 +152,8 @@ async def arun_task(spec: RunSpec, client: ModelClient, *, checkpoint: Checkpoin
     graph = graph if graph is not None else spec.build_graph()
     ctx = spec.context(client)
     if checkpoint is not None and spec.run_id is not None:
-        async with _Opened(checkpoint) as saver:
+        async with _saver(checkpoint) as saver:
+            assert saver is not None  # (a checkpoint was given)
             if await _has_checkpoint(graph, saver, spec.run_id):
                 return await aresume(graph, spec.run_id, context=ctx, checkpoint=saver,
                                      max_concurrency=max_concurrency)
@@ -181,25 +177,6 @@ def run_task(spec: RunSpec, client: ModelClient | None = None, **kwargs: Any) ->
             await client.aclose()
 
     return asyncio.run(once())
-
-
-class _Opened:
-    """An async context yielding a saver for a path (opened and closed here) or a saver."""
-
-    def __init__(self, checkpoint: str | Path | BaseCheckpointSaver[Any]) -> None:
-        self._checkpoint = checkpoint
-        self._cm: Any = None
-
-    async def __aenter__(self) -> BaseCheckpointSaver[Any]:
-        if isinstance(self._checkpoint, BaseCheckpointSaver):
-            return self._checkpoint
-        self._cm = sqlite_checkpointer(self._checkpoint)
-        saver: BaseCheckpointSaver[Any] = await self._cm.__aenter__()
-        return saver
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._cm is not None:
-            await self._cm.__aexit__(*exc)
 
 
 async def _has_checkpoint(graph: Any, saver: BaseCheckpointSaver[Any], thread_id: str) -> bool:

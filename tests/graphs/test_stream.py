@@ -72,8 +72,6 @@ def test_budget_thresholds_are_events_once_each() -> None:
 
 
 def test_a_users_own_astream_gets_stratagem_rows_in_custom_mode() -> None:
-    from stratagem.graphs import RunState  # noqa: F401  (the graph's state)
-
     ctx = RunContext(client=ModelClient(_model()), budget=Budget(total=3000))
     graph = best_of_n(2, select="vote")
 

@@ -386,7 +386,8 @@ class ModelClient:
                 async with self._limit(backend, loop_state.limits), \
                         self._probe(backend, loop_state.probes):
                     if backend.capabilities.bills_lost_replies:
-                        account.sending(call)  # write-ahead: a crash from here on is "lost"
+                        # write-ahead: a crash from here on is "lost"
+                        await account.asending(call)
                     response = await _send_promptly(backend, sent, loop_state.gate)
             except asyncio.CancelledError as cancel:
                 usage, request_id = self._usage_when_cancelled(cancel, call, messages, sent)
@@ -395,8 +396,8 @@ class ModelClient:
                 raise
             except ModelError as exc:
                 usage = self._usage_of_failure(exc, call, messages, backend.model)
-                self._close(ctx, call, usage, status="error", error=str(exc),
-                            request_id=exc.request_id)
+                await self._aclose(ctx, call, usage, status="error", error=str(exc),
+                                   request_id=exc.request_id)
                 if not isinstance(exc, TransientModelError) or number == self.retry.max_attempts:
                     error = self._final_error(exc, number)
                     account.remember_failure(key, [r.call_id for r in ctx.rows], error)
@@ -425,8 +426,8 @@ class ModelClient:
             outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
                                       text=response.text, finish_reason=response.finish_reason,
                                       model=response.model)
-            entry = self._close(ctx, call, usage, status="ok", request_id=response.request_id,
-                                outcome=outcome)
+            entry = await self._aclose(ctx, call, usage, status="ok",
+                                       request_id=response.request_id, outcome=outcome)
             return _completion(response, usage, ctx, entry)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
@@ -460,6 +461,13 @@ class ModelClient:
 
     def _close(self, ctx: _CallContext, call: OpenCall, usage: Usage, **kw: Any) -> LedgerEntry:
         entry = self.account.close_call(call, usage, **kw)
+        ctx.rows.append(entry)
+        return entry
+
+    async def _aclose(self, ctx: _CallContext, call: OpenCall, usage: Usage,
+                      **kw: Any) -> LedgerEntry:
+        """:meth:`_close` with the commit shared by the calls that end in the same step."""
+        entry = await self.account.aclose_call(call, usage, **kw)
         ctx.rows.append(entry)
         return entry
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from dataclasses import replace
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -31,6 +29,7 @@ from stratagem.agents._backend import (
     capabilities_for,
     detect_backend,
 )
+from stratagem.agents._direct import DirectSession, retry_after
 from stratagem.agents._loops import PerLoop
 from stratagem.budgets import Usage
 from stratagem.errors import ConfigError, ContextLengthExceeded, ModelError, TransientModelError
@@ -44,7 +43,7 @@ _CONTEXT_OVERFLOW = re.compile(
 )
 
 
-_TRANSPORTS = ("aiohttp", "httpx2")
+_TRANSPORTS = ("direct", "aiohttp", "httpx2")
 _CHAT_PATH = "/chat/completions"
 
 
@@ -70,31 +69,16 @@ def usage_from_openai(usage: CompletionUsage | None) -> Usage | None:
 
 
 def _retry_after(response: httpx2.Response | None) -> float | None:
-    if response is None:
-        return None
-    headers = response.headers
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+    return None if response is None else retry_after(response.headers)
 
 
 def _is_context_overflow(exc: openai.APIStatusError) -> bool:
-    if getattr(exc, "code", None) == "context_length_exceeded":
-        return True
-    return bool(_CONTEXT_OVERFLOW.search(str(exc.message)))
+    return _says_context_overflow(getattr(exc, "code", None), str(exc.message))
+
+
+def _says_context_overflow(code: str | None, message: str) -> bool:
+    """Whether an HTTP 400's error code or message says the prompt did not fit."""
+    return code == "context_length_exceeded" or bool(_CONTEXT_OVERFLOW.search(message))
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -127,12 +111,12 @@ class OpenAIBackend:
         timeout_s: Read timeout of one attempt, in seconds.
         connect_timeout_s: Connect timeout, in seconds.
         extra_body: Extra JSON fields sent with every request (server-specific options).
-        transport: ``"aiohttp"`` (the default): the SDK over aiohttp, which costs about
-            half the CPU per request of its default transport when many calls are in
-            flight at once (bench/fanout.py, 64-way); ``"httpx2"``: the SDK's own default.
-            Both honour ``HTTP(S)_PROXY``/``NO_PROXY``, ``timeout_s`` (between reads, and
-            for a free connection) and ``connect_timeout_s``; aiohttp has no write
-            timeout.
+        transport: ``"direct"`` (the default): JSON over aiohttp without the OpenAI SDK,
+            about a fifth of the SDK's CPU per request (bench/throughput.py), with the same
+            errors, retries and usage; ``"aiohttp"``: the SDK over aiohttp; ``"httpx2"``:
+            the SDK's own default transport. All three honour ``HTTP(S)_PROXY``/
+            ``NO_PROXY``, ``timeout_s`` (between reads, and for a free connection) and
+            ``connect_timeout_s``; aiohttp has no write timeout.
         cap_field: The request field that caps output (``max_tokens`` or
             ``max_completion_tokens``); the backend kind's default if omitted. When a reply
             overshoots the cap it was sent, the client switches this endpoint to the other
@@ -149,7 +133,7 @@ class OpenAIBackend:
         timeout_s: float = 120.0,
         connect_timeout_s: float = 5.0,
         extra_body: dict[str, Any] | None = None,
-        transport: str = "aiohttp",
+        transport: str = "direct",
         cap_field: str | None = None,
     ) -> None:
         if transport not in _TRANSPORTS:
@@ -164,11 +148,12 @@ class OpenAIBackend:
         if cap_field is not None:
             self.use_cap_field(cap_field)
         self._timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
+        self._timeout_s, self._connect_s = timeout_s, connect_timeout_s
         self._extra_body = dict(extra_body or {})
         # Connection pools belong to one event loop: one SDK client per loop, closed when
         # the loop ends even if nobody awaits aclose().
-        self._clients: PerLoop[openai.AsyncOpenAI] = PerLoop(self._new_client,
-                                                             lambda c: c.close())
+        self._clients: PerLoop[openai.AsyncOpenAI | DirectSession] = PerLoop(
+            self._new_client, lambda c: c.close())
 
     @property
     def name(self) -> str:
@@ -204,7 +189,11 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self._model!r}, endpoint={self.endpoint!r}, " \
                f"backend={self.name!r})"
 
-    def _new_client(self) -> openai.AsyncOpenAI:
+    def _new_client(self) -> openai.AsyncOpenAI | DirectSession:
+        if self._transport == "direct":
+            return DirectSession(self.endpoint, self._api_key,
+                                 timeout_s=self._timeout_s, connect_timeout_s=self._connect_s,
+                                 is_context_overflow=_says_context_overflow)
         http_client = (openai.DefaultAioHttpClient(timeout=self._timeout)
                        if self._transport == "aiohttp" else None)
         return openai.AsyncOpenAI(
@@ -216,7 +205,7 @@ class OpenAIBackend:
         )
 
     async def aclose(self) -> None:
-        """Close the SDK client of the running event loop."""
+        """Close the HTTP client of the running event loop."""
         await self._clients.aclose()
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -245,6 +234,8 @@ class OpenAIBackend:
     async def send(self, request: ChatRequest) -> ChatResponse:
         """One attempt; SDK errors become stratagem errors (see the module docstring)."""
         client = await self._clients.get()
+        if isinstance(client, DirectSession):
+            return await client.send(self._body(request), stream=request.stream)
         # The SDK's documented call for a raw request (``client.post``) with the JSON body
         # built here: ``chat.completions.create`` would first walk every message through
         # its type-driven transform, the largest CPU cost of a call in a wide fan-out, and

@@ -20,7 +20,9 @@ took and its rows are counted once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -365,12 +367,20 @@ class Account:
         Raises:
             LedgerError: If the intent could not be written (then do not send).
         """
+        self._ledger.open_intent(self._intent(call))
+
+    async def asending(self, call: OpenCall) -> None:
+        """:meth:`sending` for a call made in an event loop: the intents of calls leaving in
+        the same step share one commit (:meth:`TokenLedger.aopen_intent`)."""
+        await self._ledger.aopen_intent(self._intent(call))
+
+    def _intent(self, call: OpenCall) -> LedgerEntry:
         bound = Usage(call.prompt_estimate, call.max_output, None, None, "bound")
-        self._ledger.open_intent(self._entry(
+        return self._entry(
             call, bound, status="lost", latency_s=0.0, cap=call.max_output,
             error="the process ended with this request in flight: outcome unknown, charged "
                   "at its reservation",
-        ))
+        )
 
     def release(self, call: OpenCall) -> None:
         """Give back the reservation of an attempt that never reached the server."""
@@ -403,6 +413,46 @@ class Account:
                 request_id: str | None, latency_s: float, cap: int | None,
                 outcome: tuple[str, dict[str, Any]] | None = None) -> LedgerEntry:
         """Price, charge (against the reservation if there is one), write, announce."""
+        entry = self._charged(call, usage, status=status, error=error, request_id=request_id,
+                              latency_s=latency_s, cap=cap)
+        self._ledger.complete(entry, outcome)
+        self._run.charged.add(entry.call_id)
+        self._after(entry)
+        return entry
+
+    async def aclose_call(
+        self,
+        call: OpenCall,
+        usage: Usage,
+        *,
+        status: CallStatus = "ok",
+        error: str | None = None,
+        request_id: str | None = None,
+        outcome: tuple[str, dict[str, Any]] | None = None,
+    ) -> LedgerEntry:
+        """:meth:`close_call` for a call made in an event loop: the rows of calls that end
+        in the same step share one commit (:meth:`TokenLedger.acomplete`); each is durable
+        before this returns. Cancelled while it waits, the row is still recorded and
+        announced, then the cancellation is raised.
+
+        Raises:
+            LedgerError: If the row could not be written durably.
+        """
+        entry = self._charged(call, usage, status=status, error=error, request_id=request_id,
+                              latency_s=time.perf_counter() - call.t0, cap=call.max_output)
+        try:
+            await self._ledger.acomplete(entry, outcome)
+        except asyncio.CancelledError:
+            self._run.charged.add(entry.call_id)
+            self._after(entry)
+            raise
+        self._run.charged.add(entry.call_id)
+        self._after(entry)
+        return entry
+
+    def _charged(self, call: OpenCall, usage: Usage, *, status: CallStatus, error: str | None,
+                 request_id: str | None, latency_s: float, cap: int | None) -> LedgerEntry:
+        """Price and charge an attempt (against its reservation if it has one); its row."""
         cost = self._pricing.cost(call.model, usage)
         budget = self._run.budget
         if budget is not None:
@@ -410,12 +460,8 @@ class Account:
                 budget.commit(call.reservation, usage, cost)
             else:
                 budget.charge(call.role, usage, model=call.model, cost_usd=cost)
-        entry = self._entry(call, usage, status=status, error=error, request_id=request_id,
-                            latency_s=latency_s, cost=cost, cap=cap)
-        self._ledger.complete(entry, outcome)
-        self._run.charged.add(entry.call_id)
-        self._after(entry)
-        return entry
+        return self._entry(call, usage, status=status, error=error, request_id=request_id,
+                           latency_s=latency_s, cost=cost, cap=cap)
 
     def record(
         self,
@@ -496,11 +542,12 @@ class Account:
         )
 
     def _after(self, entry: LedgerEntry) -> None:
-        _log.info(
-            "llm.call",
-            **entry.model_dump(mode="json", exclude={"labels", "started_at"}),
-            **{f"label_{k}": v for k, v in entry.labels.items()},
-        )
+        if _log.is_enabled_for(logging.INFO):  # (the event is built only to be written)
+            _log.info(
+                "llm.call",
+                **entry.model_dump(mode="json", exclude={"labels", "started_at"}),
+                **{f"label_{k}": v for k, v in entry.labels.items()},
+            )
         self._emit(CallRecorded(entry))
         self._thresholds(entry.role)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -56,6 +57,7 @@ class TokenLedger:
         self._intents: dict[str, LedgerEntry] = {}
         self._listeners: list[Callable[[AccountEvent], None]] = []
         self._replies: dict[str, dict[str, dict[str, Any]]] = {}
+        self._groups: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self._store = store
         if store is not None:
             if not store.readonly:
@@ -172,6 +174,91 @@ class TokenLedger:
                 self._replies.setdefault(entry.run_id, {})[reply[0]] = reply[1]
         self._notify(CallRecorded(entry))
         return True
+
+    # -- group commit ----------------------------------------------------------------------
+
+    async def aopen_intent(self, entry: LedgerEntry) -> None:
+        """:meth:`open_intent`, in one transaction with the intents and rows other tasks
+        of this event loop record in the same step (see :meth:`acomplete`)."""
+        await self._grouped(_Pending(entry, None, intent=True))
+
+    async def acomplete(self, entry: LedgerEntry,
+                        reply: tuple[str, dict[str, Any]] | None = None) -> bool:
+        """:meth:`complete`, sharing one durable transaction with the rows and intents
+        other tasks of this event loop record in the same step (group commit).
+
+        The promise is :meth:`complete`'s: when this returns, the row is durable. What is
+        shared is the commit: a 64-way fan-out whose replies arrive together writes them in
+        a few transactions instead of 64 (bench/ledger.py measures it). A caller cancelled
+        while it waits still has its row written; the cancellation is raised after.
+
+        Raises:
+            LedgerError: If the transaction could not be written; nothing of it is recorded.
+        """
+        return await self._grouped(_Pending(entry, reply))
+
+    async def _grouped(self, item: _Pending) -> bool:
+        if self._store is None:  # nothing to commit: record it now
+            if item.intent:
+                self.open_intent(item.entry)
+                return True
+            return self.complete(item.entry, item.reply)
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(loop)
+        if group is None:
+            group = self._groups[loop] = []
+            # Runs after every task already ready in this step has added its item.
+            loop.call_soon(self._commit_group, loop)
+        done: asyncio.Future[bool] = loop.create_future()
+        item.done = done
+        group.append(item)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if not done.done():
+                await asyncio.wait([done])  # the write is under way: let it finish
+            failure = None if done.cancelled() else done.exception()
+            if failure is not None:
+                raise failure from None  # it was not written: say so, not "cancelled"
+            raise
+
+    def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._groups.pop(loop, [])
+        results: list[bool] = []
+        written: list[LedgerEntry] = []
+        try:
+            with self._lock:
+                intents = [p.entry for p in group
+                           if p.intent and p.entry.call_id not in self._ids]
+                rows: list[tuple[LedgerEntry, tuple[str, dict[str, Any]] | None]] = []
+                seen: set[str] = set()
+                for p in group:
+                    new = p.intent or (p.entry.call_id not in self._ids
+                                       and p.entry.call_id not in seen)
+                    results.append(new)
+                    if new and not p.intent:
+                        seen.add(p.entry.call_id)
+                        rows.append((p.entry, p.reply))
+                assert self._store is not None
+                self._store.write_group(intents, rows, _OWNER)
+                for e in intents:
+                    self._intents[e.call_id] = e
+                for e, reply in rows:
+                    self._intents.pop(e.call_id, None)
+                    self._remember(e)
+                    written.append(e)
+                    if reply is not None:
+                        self._replies.setdefault(e.run_id, {})[reply[0]] = reply[1]
+        except Exception as exc:
+            for p in group:
+                if p.done is not None and not p.done.done():
+                    p.done.set_exception(exc)
+            return
+        for p, new in zip(group, results, strict=True):
+            if p.done is not None and not p.done.done():
+                p.done.set_result(new)
+        for e in written:
+            self._notify(CallRecorded(e))
 
     def record_reply(self, run_id: str, key: str, outcome: dict[str, Any]) -> None:
         """Record how a logical call ended when no row carries it (a final failure)."""
@@ -294,6 +381,19 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class _Pending:
+    """An intent or a row waiting for its group's commit."""
+
+    __slots__ = ("done", "entry", "intent", "reply")
+
+    def __init__(self, entry: LedgerEntry, reply: tuple[str, dict[str, Any]] | None, *,
+                 intent: bool = False) -> None:
+        self.entry = entry
+        self.reply = reply
+        self.intent = intent
+        self.done: asyncio.Future[bool] | None = None
 
 
 def _owner_alive(owner: str, alive: Callable[[int], bool] = _pid_alive) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -310,6 +310,45 @@ class LedgerStore:
                     self._conn.execute("ROLLBACK")
                     raise
                 return new
+            except sqlite3.Error as exc:
+                raise LedgerError(f"could not write to ledger {self.path}: {exc}") from exc
+
+    def write_group(self, intents: Sequence[LedgerEntry],
+                    rows: Sequence[tuple[LedgerEntry, tuple[str, dict[str, Any]] | None]],
+                    owner: str) -> None:
+        """Open ``intents`` and :meth:`complete` ``rows`` in one transaction: the group
+        commit of a fan-out's calls (each durable when this returns, all or none).
+
+        Raises:
+            LedgerError: If the transaction could not be written; nothing of it is stored.
+        """
+        with self._lock:
+            if self.readonly:
+                raise LedgerError(f"ledger {self.path} was opened read-only; nothing was "
+                                  "recorded")
+            if self._closed:
+                raise LedgerError(f"ledger store {self.path} is closed; nothing was recorded")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if intents:
+                        self._conn.executemany(
+                            "INSERT OR REPLACE INTO ledger_intents VALUES (?, ?, ?, ?)",
+                            [(e.call_id, e.run_id, owner, e.model_dump_json()) for e in intents])
+                    if rows:
+                        self._conn.executemany(_INSERT_CALL, [_call_params(e) for e, _ in rows])
+                        self._conn.executemany("DELETE FROM ledger_intents WHERE call_id = ?",
+                                               [(e.call_id,) for e, _ in rows])
+                        replies = [(e.run_id, r[0], json.dumps(r[1], sort_keys=True))
+                                   for e, r in rows if r is not None]
+                        if replies:
+                            self._conn.executemany(
+                                "INSERT OR REPLACE INTO ledger_replies VALUES (?, ?, ?)",
+                                replies)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise LedgerError(f"could not write to ledger {self.path}: {exc}") from exc
 

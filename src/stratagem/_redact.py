@@ -48,11 +48,19 @@ def register_secret(value: str | None) -> None:
             _registered.add(value)
 
 
+_sorted: tuple[tuple[str, ...], list[str]] = ((), [])
+"""The last (env values + registered, longest first) computed, keyed by what it was made of."""
+
+
 def _known_secrets() -> list[str]:
+    global _sorted
     env = [v for name in _SECRET_ENV if (v := os.environ.get(name)) and len(v) >= 6]
     with _lock:
-        # Longest first, so a secret that contains another is replaced whole.
-        return sorted({*_registered, *env}, key=len, reverse=True)
+        key = (*env, *_registered)  # (a set's order is stable while it does not change)
+        if key != _sorted[0]:
+            # Longest first, so a secret that contains another is replaced whole.
+            _sorted = (key, sorted({*_registered, *env}, key=len, reverse=True))
+        return _sorted[1]
 
 
 def redact(text: str) -> str:
@@ -60,6 +68,9 @@ def redact(text: str) -> str:
     for secret in _known_secrets():
         if secret in text:
             text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _STR_HINTS):  # no pattern can match
+        return text
     for i, pattern in enumerate(_PATTERNS):
         if i == 3:
             text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
@@ -101,6 +112,7 @@ def may_hold_secret(data: bytes) -> bool:
     return any(p.search(data) for p in _BYTE_PATTERNS)
 
 
-_HINTS = (b"sk-", b"pk-", b"rk-", b"ghp_", b"gho_", b"github_pat", b"xox", b"hf_", b"bearer",
-          b"api", b"access", b"secret", b"password")
+_STR_HINTS = ("sk-", "pk-", "rk-", "ghp_", "gho_", "github_pat", "xox", "hf_", "bearer", "api",
+              "access", "secret", "password")
 """Each of ``_PATTERNS`` needs one of these (lower-cased) to match."""
+_HINTS = tuple(h.encode() for h in _STR_HINTS)

@@ -19,7 +19,7 @@ FAST = RetryPolicy(max_attempts=4, initial_delay_s=0.001, max_delay_s=0.005)
 def _client(srv: FakeOpenAIServer, **kw: object) -> ModelClient:
     backend = OpenAIBackend("fake-model", base_url=srv.base_url, api_key="sk-test-key-123456",
                             backend=str(kw.pop("backend", "vllm")), timeout_s=0.5,
-                            transport=str(kw.pop("transport", "aiohttp")))
+                            transport=str(kw.pop("transport", "direct")))
     return ModelClient(backend, retry=kw.pop("retry", FAST), **kw)  # type: ignore[arg-type]
 
 
@@ -63,7 +63,7 @@ def _reconcile(rows: list[LedgerEntry], records: list[RequestRecord]) -> None:
     ids=lambda f: f.kind,
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx2"])
+@pytest.mark.parametrize("transport", ["direct", "aiohttp", "httpx2"])
 def test_each_transient_fault_is_retried_and_reconciled(fault: Fault, stream: bool,
                                                         transport: str) -> None:
     with FakeOpenAIServer(lambda body: FakeReply("a ripe banana", cached_tokens=2)) as srv:

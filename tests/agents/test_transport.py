@@ -20,7 +20,7 @@ from stratagem.testing import FakeOpenAIServer, FakeReply, Fault
 
 MSG = [{"role": "user", "content": "name a fruit"}]
 ONCE = RetryPolicy(max_attempts=1)
-TRANSPORTS = ["aiohttp", "httpx2"]
+TRANSPORTS = ["direct", "aiohttp", "httpx2"]
 
 
 def _backend(url: str, transport: str, **kw: Any) -> OpenAIBackend:
@@ -77,7 +77,7 @@ def test_a_read_timeout_is_called_a_timeout(transport: str) -> None:
 
 
 def test_an_unknown_transport_is_refused() -> None:
-    with pytest.raises(ConfigError, match="transport must be one of aiohttp, httpx2"):
+    with pytest.raises(ConfigError, match="transport must be one of direct, aiohttp, httpx2"):
         OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", transport="requests")
 
 
@@ -175,3 +175,33 @@ def test_stream_options_of_the_caller_are_kept_and_usage_is_always_asked_for() -
     assert record.body is not None
     assert record.body["stream_options"] == {"continuous_usage_stats": True,
                                              "include_usage": True}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_http_proxy_from_the_environment_carries_the_request(
+        transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The "proxy" is the fake server itself: a forward proxy receives the absolute URL.
+    unreachable = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    with FakeOpenAIServer(lambda body: FakeReply("a fig")) as srv:
+        proxy = srv.base_url.removesuffix("/v1")
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        client = ModelClient(_backend(unreachable, transport), retry=ONCE)
+        done = client.complete_sync(MSG, role="solver")
+        (record,) = srv.log
+    assert done.text == "a fig" and record.path == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_no_proxy_sends_the_request_directly(transport: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOpenAIServer(lambda body: FakeReply("a fig")) as srv:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{_free_port()}")  # a dead proxy
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "127.0.0.1")
+        client = ModelClient(_backend(srv.base_url, transport), retry=ONCE)
+        assert client.complete_sync(MSG, role="solver").text == "a fig"
+        assert len(srv.log) == 1

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from stratagem.budgets import LedgerStore, TokenLedger
 from stratagem.testing import FakeOpenAIServer, FakeReply
@@ -41,16 +42,17 @@ asyncio.run(main())
 def test_every_request_the_server_saw_is_in_the_ledger_after_a_kill(tmp_path: Path) -> None:
     ledger_path = tmp_path / "ledger.sqlite"
     reply = FakeReply("one two three four five six seven eight")
-    with FakeOpenAIServer(lambda body: reply) as srv:
-        srv.latency = 0.0
+
+    def answer(body: dict[str, Any]) -> FakeReply:
+        # the warm-up call is answered at once; the six questions are held 2 s each
+        if "question" in str(body["messages"][0]["content"]):
+            time.sleep(2.0)
+        return reply
+
+    with FakeOpenAIServer(answer) as srv:
         warm = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(CHILD), str(ledger_path), srv.base_url,
              "1.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # the warm-up call is answered at once; then every later request is held 2 s
-        deadline = time.monotonic() + 60
-        while srv.requests < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        srv.latency = 2.0
         out, err = warm.communicate(timeout=60)
         assert warm.returncode == -signal.SIGKILL and "KILL" in out, err[-2000:]
         time.sleep(2.5)  # the held requests finish on the server side (and are billed)

@@ -86,9 +86,13 @@ def _call_params(e: LedgerEntry) -> tuple[Any, ...]:
         e.call_id, e.run_id, e.thread_id, e.task_id, e.attempt, e.role, e.node, e.branch,
         e.model, e.backend, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
         e.reasoning_tokens, e.cost_usd, e.latency_s, e.usage_source, e.status, e.error,
-        e.request_id, e.started_at.isoformat(), json.dumps(e.labels, sort_keys=True),
-        e.cap_sent,
+        e.request_id, e.started_at.isoformat(),
+        _labels_json(e.labels) if e.labels else "{}", e.cap_sent,
     )
+
+
+_labels_json = json.JSONEncoder(sort_keys=True).encode
+"""``json.dumps(labels, sort_keys=True)`` without the per-call set-up of ``json.dumps``."""
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:

@@ -70,3 +70,14 @@ def test_the_connectivity_comparison_runs_without_a_verifier(tmp_path: Path) -> 
     (summary,) = [line for line in stdout.splitlines() if line.startswith("SUMMARY")]
     assert "connectivity" in summary and "sequential" not in summary
     assert "adaptive_consistency" in summary and "compute_optimal" in summary
+
+
+def test_the_throughput_benchmark_runs_to_its_summary() -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "throughput.py"), "--calls", "200",
+                           "--inflight", "32", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("machine load (1 min):")
+    assert lines[-1].startswith("SUMMARY throughput: stratagem sustained ")
+    assert "bare openai SDK" in lines[-1] and "client path above aiohttp" in lines[-1]

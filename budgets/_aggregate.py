@@ -37,6 +37,9 @@ class UsageTotals:
     many rows left them unknown (so a cost with ``cost_unknown > 0`` is a lower bound).
     ``estimated_calls`` rows were counted with tiktoken, ``bound_calls`` rows charged at an
     upper bound (reply lost), ``lost_calls`` rows were in flight when a process died.
+    ``bound_completion_tokens`` is the completion those upper-bound rows were charged (the
+    cap sent): the most by which the total can exceed what the servers billed, beside the
+    tokenizer error of estimated prompts.
     """
 
     calls: int = 0
@@ -54,6 +57,7 @@ class UsageTotals:
     latency_s: float = 0.0
     bound_calls: int = 0
     lost_calls: int = 0
+    bound_completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -79,12 +83,14 @@ class UsageTotals:
             "latency_s": self.latency_s,
             "bound_calls": self.bound_calls,
             "lost_calls": self.lost_calls,
+            "bound_completion_tokens": self.bound_completion_tokens,
         }
 
 
 class _Acc:
     __slots__ = (
         "bound",
+        "bound_comp",
         "cached",
         "cached_unk",
         "calls",
@@ -107,6 +113,7 @@ class _Acc:
         self.cached_unk = self.reas_unk = self.cost_unk = 0
         self.cost = 0.0
         self.est = self.errors = self.cancelled = self.bound = self.lost = 0
+        self.bound_comp = 0
         self.lat = 0.0
 
     def add(self, e: LedgerEntry) -> None:
@@ -129,6 +136,7 @@ class _Acc:
             self.est += 1
         elif e.usage_source == "bound":
             self.bound += 1
+            self.bound_comp += e.completion_tokens
         if e.status == "error":
             self.errors += 1
         elif e.status == "cancelled":
@@ -152,6 +160,7 @@ class _Acc:
             estimated_calls=self.est,
             bound_calls=self.bound,
             lost_calls=self.lost,
+            bound_completion_tokens=self.bound_comp,
             error_calls=self.errors,
             cancelled_calls=self.cancelled,
             latency_s=self.lat,

@@ -48,19 +48,20 @@ def register_secret(value: str | None) -> None:
             _registered.add(value)
 
 
-_sorted: tuple[tuple[str, ...], list[str]] = ((), [])
-"""The last (env values + registered, longest first) computed, keyed by what it was made of."""
+_sorted: dict[tuple[str, ...], list[str]] = {}
+"""The secrets longest first, keyed by what they were made of (only the last is kept)."""
 
 
 def _known_secrets() -> list[str]:
-    global _sorted
     env = [v for name in _SECRET_ENV if (v := os.environ.get(name)) and len(v) >= 6]
     with _lock:
         key = (*env, *_registered)  # (a set's order is stable while it does not change)
-        if key != _sorted[0]:
+        known = _sorted.get(key)
+        if known is None:
+            _sorted.clear()
             # Longest first, so a secret that contains another is replaced whole.
-            _sorted = (key, sorted({*_registered, *env}, key=len, reverse=True))
-        return _sorted[1]
+            known = _sorted[key] = sorted({*_registered, *env}, key=len, reverse=True)
+        return known
 
 
 def redact(text: str) -> str:

@@ -147,3 +147,14 @@ def test_transfers_are_deduplicated_and_filtered_by_run() -> None:
     ledger.record_transfer(Transfer(run_id="r2", from_role="a", to_role="b", tokens=1, reason="y"))
     assert [x.run_id for x in ledger.transfers("r1")] == ["r1"]
     assert len(ledger.transfers()) == 2
+
+
+def test_upper_bound_rows_say_how_much_of_the_total_is_a_bound() -> None:
+    ledger = TokenLedger()
+    ledger.append(_row(usage_source="bound", status="error", completion_tokens=32, cap_sent=32))
+    ledger.append(_row(usage_source="bound", status="lost", completion_tokens=24, cap_sent=24))
+    ledger.append(_row())  # provider usage: exact
+    t = ledger.totals()
+    assert (t.bound_calls, t.bound_completion_tokens) == (2, 56)
+    assert t.as_dict()["bound_completion_tokens"] == 56
+    assert ledger.group_by("status")["ok"].bound_completion_tokens == 0

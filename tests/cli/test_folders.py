@@ -235,3 +235,21 @@ def test_a_bad_endpoint_option_is_a_users_mistake_naming_it(
     assert result.code == 2
     assert result.err_lines == [result.err_lines[0]] and "--base-url" in result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_audit_says_how_much_of_the_total_is_upper_bounds(cli: Cli, tmp_path: Path) -> None:
+    from stratagem.budgets import LedgerEntry
+
+    path = tmp_path / "ledger.sqlite"
+    with LedgerStore(path) as store:
+        for tokens, status in ((32, "error"), (24, "lost")):
+            store.append(LedgerEntry(role="solver", model="m", prompt_tokens=10,
+                                     completion_tokens=tokens, cap_sent=tokens,
+                                     usage_source="bound", status=status))
+        store.append(LedgerEntry(role="judge", model="m", prompt_tokens=10,
+                                 completion_tokens=5))
+    table = cli("audit", path).out
+    assert "2 (≤56 tok)" in table and "the most the total can exceed the bill by" in table
+    groups = json.loads(cli("audit", path, "--format", "json").out)["groups"]
+    assert {g["key"]: g["bound_completion_tokens"] for g in groups} == {"judge": 0,
+                                                                        "solver": 56}

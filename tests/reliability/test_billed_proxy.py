@@ -238,3 +238,5 @@ def test_ledger_is_at_least_what_the_server_billed_and_every_row_is_flagged(
     estimate_error = sum(row.completion_tokens - rec.billed.completion_tokens
                          for row, rec in pairs if row.usage_source == "estimate" and rec.billed)
     assert ledger_total - billed.total_tokens == slack + prompt_error + estimate_error
+    # What audit reports as upper bounds covers that slack (it is at most the caps charged).
+    assert 0 <= slack <= ledger.totals().bound_completion_tokens

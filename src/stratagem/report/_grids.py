@@ -123,6 +123,7 @@ def _combine(groups: Sequence[UsageTotals]) -> UsageTotals:
         latency_s=sum(t.latency_s for t in groups),
         bound_calls=sum(t.bound_calls for t in groups),
         lost_calls=sum(t.lost_calls for t in groups),
+        bound_completion_tokens=sum(t.bound_completion_tokens for t in groups),
     )
 
 
@@ -137,7 +138,8 @@ def _audit_row(name: str, t: UsageTotals) -> tuple[str, ...]:
         f"{t.total_tokens:,}",
         fmt_cost(t.cost_usd, lower_bound=t.cost_unknown > 0),
         f"{t.estimated_calls:,}",
-        f"{t.bound_calls:,}",
+        f"{t.bound_calls:,} (≤{t.bound_completion_tokens:,} tok)" if t.bound_calls
+        else "0",
         f"{t.error_calls:,}",
         f"{t.cancelled_calls:,}",
         f"{t.lost_calls:,}",
@@ -150,8 +152,9 @@ def audit_grid(groups: Mapping[Any, UsageTotals], by: str, *, simulated: bool = 
     caption = "Billed tokens (every attempt). unknown: no row reported it; "
     caption += "(k/n unknown): k of n calls did not; ≥$: a lower bound (some prices unknown). "
     caption += ("estimated: counted with tiktoken (no usage sent); bound: a reply lost after "
-                "the server may have billed it, charged at the cap sent; lost: in flight when "
-                "a process died (billed here, not in any run's totals).")
+                "the server may have billed it, charged at the cap sent (≤N tok: the "
+                "completion so charged, the most the total can exceed the bill by); lost: in "
+                "flight when a process died (billed here, not in any run's totals).")
     if not values:
         caption = "No ledger rows. " + caption
     return _grid(

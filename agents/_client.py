@@ -16,7 +16,6 @@ Retries live here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from stratagem.agents._backend import ChatBackend, ChatRequest, ChatResponse, Me
 from stratagem.agents._defaults import default_backend
 from stratagem.agents._loops import PerLoop
 from stratagem.budgets import (
+    CALIBRATION,
     Account,
     Budget,
     LedgerEntry,
@@ -138,29 +138,9 @@ class _LoopState:
 
 _LOOPS: PerLoop[_LoopState] = PerLoop(_LoopState)
 
-_MAX_SCALE = 8.0
-"""The largest tokenizer ratio believed (beyond it, a reply's usage is more likely wrong)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Scale:
-    """Billed tokens per tiktoken token on one endpoint, for prompts and for completions."""
-
-    prompt: float = 1.0
-    completion: float = 1.0
-
-
 def _cal_key(backend: ChatBackend) -> tuple[str, str]:
     return backend.endpoint, backend.model
 
-
-_CAL_SAMPLES = 16
-"""Provider-reported replies per endpoint the calibration learns from (then it stops: each
-sample costs a tiktoken count of the reply)."""
-_CAL_SEEN: dict[tuple[str, str], int] = {}
-_CALIBRATION: dict[tuple[str, str], _Scale] = {}
-"""Per (endpoint, model): how much more it bills than tiktoken counts; shared by every client
-of the process (it is a property of the server's tokenizer and template)."""
 
 _VERIFIED: set[str] = set()
 """Endpoints that answered with provider usage once (their cap field is known to hold, or was
@@ -358,12 +338,10 @@ class ModelClient:
             role=role,
             node=node,
         )
-        scale = _CALIBRATION.get(_cal_key(backend))
-        counted = count_chat_tokens(messages, backend.model)
-        if scale is not None:
-            # tiktoken is not the model's tokenizer, and servers add templates and default
-            # system prompts: scale by what this endpoint has billed so far (never down).
-            counted = math.ceil(counted * scale.prompt)
+        # tiktoken is not the model's tokenizer, and servers add templates and default system
+        # prompts: scaled by what this endpoint has billed so far (never down).
+        counted = CALIBRATION.prompt(_cal_key(backend), count_chat_tokens(messages,
+                                                                          backend.model))
         estimate = int(counted * (1 + self.input_margin)) + 1
         if allowance is not None:
             room = allowance - estimate
@@ -421,8 +399,12 @@ class ModelClient:
             usage = response.usage or self._estimate(messages, response.text, backend.model,
                                                      cap=sent.max_output, backend=backend)
             self._check_cap(backend, sent, usage)
-            if usage.source == "provider" and _CAL_SEEN.get(_cal_key(backend), 0) < _CAL_SAMPLES:
-                self._calibrate(backend, messages, response.text, usage)
+            if usage.source == "provider" and CALIBRATION.wants(_cal_key(backend)):
+                CALIBRATION.observe(
+                    _cal_key(backend), usage=usage,
+                    counted_prompt=count_chat_tokens(messages, backend.model),
+                    counted_text=count_text_tokens(response.text, backend.model)
+                    if response.text else 0)
             outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
                                       text=response.text, finish_reason=response.finish_reason,
                                       model=response.model)
@@ -513,33 +495,15 @@ class ModelClient:
 
     def _estimate(self, messages: Sequence[Message], text: str, model: str,
                   cap: int | None = None, backend: ChatBackend | None = None) -> Usage:
-        prompt = count_chat_tokens(messages, model)
-        completion = count_text_tokens(text, model)
-        scale = None if backend is None else _CALIBRATION.get(_cal_key(backend))
-        if scale is not None:
-            prompt = math.ceil(prompt * scale.prompt)
-            completion = math.ceil(completion * scale.completion)
-        if cap is not None:
+        usage = Usage(count_chat_tokens(messages, model), count_text_tokens(text, model),
+                      None, None, "estimate")
+        if backend is not None:  # scaled to what this endpoint bills (CALIBRATION)
+            usage = CALIBRATION.estimate(_cal_key(backend), usage)
+        if cap is not None and usage.completion_tokens > cap:
             # The server honoured the cap it was sent; tiktoken (another tokenizer) may count
             # more, which would commit more than was reserved.
-            completion = min(completion, cap)
-        return Usage(prompt, completion, None, None, "estimate")
-
-    def _calibrate(self, backend: ChatBackend, messages: Sequence[Message], text: str,
-                   usage: Usage) -> None:
-        """Learn how much more this endpoint bills than tiktoken counts (the largest ratio
-        seen, at least 1): estimates and bounds of later lost replies use it, so they do not
-        undercount a model whose tokenizer or chat template is larger than tiktoken's."""
-        key = _cal_key(backend)
-        _CAL_SEEN[key] = _CAL_SEEN.get(key, 0) + 1
-        counted_prompt = count_chat_tokens(messages, backend.model)
-        counted_text = count_text_tokens(text, backend.model) if text else 0
-        old = _CALIBRATION.get(key, _Scale())
-        prompt = max(old.prompt, usage.prompt_tokens / counted_prompt if counted_prompt else 1.0)
-        completion = old.completion
-        if counted_text >= 8:  # short replies say little about the ratio
-            completion = max(completion, usage.completion_tokens / counted_text)
-        _CALIBRATION[key] = _Scale(min(prompt, _MAX_SCALE), min(completion, _MAX_SCALE))
+            usage = replace(usage, completion_tokens=cap)
+        return usage
 
     def _bound(self, call: OpenCall, received: str = "") -> Usage:
         """What an attempt whose reply was lost may have cost: the prompt as counted, and

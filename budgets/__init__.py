@@ -5,6 +5,7 @@ from __future__ import annotations
 from stratagem.budgets._account import Account, BudgetView, OpenCall, Replayed
 from stratagem.budgets._aggregate import UsageTotals, entry_key, group_entries, sum_entries
 from stratagem.budgets._budget import Budget, Reservation
+from stratagem.budgets._calibration import CALIBRATION, TokenCalibration, TokenScale
 from stratagem.budgets._compute_optimal import (
     CalibrationTable,
     ComputeOptimal,
@@ -48,6 +49,7 @@ from stratagem.budgets._usage import Usage
 
 __all__ = [
     "BUILTIN_PRICES",
+    "CALIBRATION",
     "PRICES_AS_OF",
     "SCHEMA_VERSION",
     "TIKTOKEN_FILES",
@@ -77,7 +79,9 @@ __all__ = [
     "Reservation",
     "StrategyChoice",
     "TiktokenFile",
+    "TokenCalibration",
     "TokenLedger",
+    "TokenScale",
     "Transfer",
     "TransferRecorded",
     "Uniform",

@@ -45,6 +45,7 @@ from pydantic import ConfigDict
 from stratagem._redact import redact
 from stratagem.agents import RetryPolicy, capabilities_for, detect_backend
 from stratagem.budgets import (
+    CALIBRATION,
     Account,
     OpenCall,
     Usage,
@@ -54,7 +55,9 @@ from stratagem.budgets import (
 from stratagem.errors import BudgetExceeded
 from stratagem.integrations._lc_common import (
     RECORDED,
+    calibration_key,
     estimate,
+    learn,
     message_dicts,
     position,
     request_id_of,
@@ -248,12 +251,15 @@ class BudgetedChatModel(BaseChatModel):
         pos = position(md)
         role = self.role or role_of(tags, pos.node, None, self.account.scope.get("role"))
         model = self.model_name
-        counted = count_chat_tokens(message_dicts(messages), model)
+        key = calibration_key(model, endpoint=getattr(self.inner, "openai_api_base", None),
+                              provider=self.inner._llm_type)
+        # scaled by what this server has billed so far (never down), as ModelClient does
+        counted = CALIBRATION.prompt(key, count_chat_tokens(message_dicts(messages), model))
         return _Attempts(
             account=self.account, role=role, model=model, backend=self.backend,
             node=pos.node or None, branch=pos.branch, task_id=pos.task_id, asked=int(asked),
             counted=counted, estimate=int(counted * (1 + self.input_margin)) + 1,
-            messages=messages,
+            messages=messages, key=key,
         )
 
 
@@ -295,6 +301,7 @@ class _Attempts:
     counted: int
     estimate: int
     messages: list[BaseMessage]
+    key: tuple[str, str]
 
     def open(self, number: int) -> OpenCall:
         call = self.account.open_call(
@@ -307,14 +314,19 @@ class _Attempts:
 
     def succeeded(self, call: OpenCall, result: ChatResult) -> None:
         g = result.generations[0] if result.generations else None
-        usage = (usage_of(g.message) if g is not None else None) \
-            or estimate(self.messages, g.text if g is not None else "", self.model,
-                        call.max_output)
-        self._close(call, usage, request_id=request_id_of_chat(result))
+        self._close(call, self._usage(call, usage_of(g.message) if g is not None else None,
+                                      g.text if g is not None else ""),
+                    request_id=request_id_of_chat(result))
 
     def streamed(self, call: OpenCall, seen: _Seen) -> None:
-        usage = seen.usage or estimate(self.messages, seen.text, self.model, call.max_output)
-        self._close(call, usage, request_id=seen.request_id)
+        self._close(call, self._usage(call, seen.usage, seen.text), request_id=seen.request_id)
+
+    def _usage(self, call: OpenCall, reported: Usage | None, text: str) -> Usage:
+        """The provider's usage (learned from), else a scaled, flagged estimate."""
+        if reported is None:
+            return estimate(self.messages, text, self.model, call.max_output, key=self.key)
+        learn(self.key, self.messages, text, reported)
+        return reported
 
     def failed(self, call: OpenCall, exc: BaseException, number: int, retry: RetryPolicy,
                rng: random.Random, seen: _Seen | None = None) -> float | None:

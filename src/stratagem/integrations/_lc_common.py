@@ -9,12 +9,14 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from stratagem.budgets import Usage, count_chat_tokens, count_text_tokens
+from stratagem.budgets import CALIBRATION, Usage, count_chat_tokens, count_text_tokens
 
 __all__ = [
     "RECORDED",
     "Position",
+    "calibration_key",
     "estimate",
+    "learn",
     "message_dicts",
     "model_of",
     "position",
@@ -59,14 +61,35 @@ def usage_of(message: Any) -> Usage | None:
     )
 
 
+def calibration_key(model: str, *, endpoint: object = None,
+                    provider: object = None) -> tuple[str, str]:
+    """The :data:`~stratagem.budgets.CALIBRATION` key of a LangChain model's calls: its base
+    URL when known (the key :class:`~stratagem.agents.ModelClient` uses for that server),
+    else its provider."""
+    where = str(endpoint).rstrip("/") if endpoint else f"langchain:{provider or 'unknown'}"
+    return where, model
+
+
 def estimate(prompt: Sequence[BaseMessage], text: str, model: str,
-             cap: int | None = None) -> Usage:
-    """A tiktoken estimate for a reply that came without usage (flagged ``estimate``)."""
-    completion = count_text_tokens(text, model) if text else 0
-    if cap is not None:
-        completion = min(completion, cap)
-    return Usage(count_chat_tokens(message_dicts(prompt), model), completion, None, None,
-                 "estimate")
+             cap: int | None = None, *, key: tuple[str, str] | None = None) -> Usage:
+    """A tiktoken estimate for a reply that came without usage (flagged ``estimate``),
+    scaled to what the server of ``key`` has been seen to bill."""
+    usage = Usage(count_chat_tokens(message_dicts(prompt), model),
+                  count_text_tokens(text, model) if text else 0, None, None, "estimate")
+    if key is not None:
+        usage = CALIBRATION.estimate(key, usage)
+    if cap is not None and usage.completion_tokens > cap:
+        usage = Usage(usage.prompt_tokens, cap, None, None, "estimate")
+    return usage
+
+
+def learn(key: tuple[str, str], prompt: Sequence[BaseMessage], text: str,
+          usage: Usage) -> None:
+    """Teach :data:`~stratagem.budgets.CALIBRATION` from a reply with the provider's usage."""
+    if usage.source == "provider" and CALIBRATION.wants(key):
+        CALIBRATION.observe(key, usage=usage,
+                            counted_prompt=count_chat_tokens(message_dicts(prompt), key[1]),
+                            counted_text=count_text_tokens(text, key[1]) if text else 0)
 
 
 def model_of(result: LLMResult | None, fallback: str) -> str:

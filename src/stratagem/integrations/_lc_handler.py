@@ -31,7 +31,9 @@ from stratagem._redact import redact
 from stratagem.budgets import Account, LedgerEntry, Usage
 from stratagem.integrations._lc_common import (
     RECORDED,
+    calibration_key,
     estimate,
+    learn,
     model_of,
     position,
     request_id_of,
@@ -49,6 +51,7 @@ class _Pending:
     metadata: dict[str, Any]
     model: str
     cap: int | None
+    endpoint: str | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     t0: float = field(default_factory=time.perf_counter)
     streamed: list[str] = field(default_factory=list)
@@ -74,9 +77,13 @@ class _Recorder:
                     or (serialized or {}).get("name") or "unknown")
         cap = inv.get("max_completion_tokens") or inv.get("max_tokens") \
             or md.get("ls_max_tokens")
+        kwargs = (serialized or {}).get("kwargs") or {}
+        endpoint = inv.get("base_url") or inv.get("openai_api_base") \
+            or (kwargs.get("openai_api_base") if isinstance(kwargs, Mapping) else None)
         with self._lock:
             self._pending[run_id] = _Pending(list(prompt), list(tags or ()), md, model,
-                                             int(cap) if isinstance(cap, int) else None)
+                                             int(cap) if isinstance(cap, int) else None,
+                                             str(endpoint) if endpoint else None)
 
     def token(self, token: str, run_id: UUID) -> None:
         with self._lock:
@@ -98,8 +105,13 @@ class _Recorder:
             text = g.text
         # A stream's usage arrives once, on its last chunk; LangChain merges the chunks into
         # this one message, so it is counted once here.
-        usage = usage_of(message) or estimate(p.prompt, text or "".join(p.streamed), model,
-                                              p.cap)
+        key = _key(p, model)
+        text = text or "".join(p.streamed)
+        usage = usage_of(message)
+        if usage is None:
+            usage = estimate(p.prompt, text, model, p.cap, key=key)
+        else:
+            learn(key, p.prompt, text, usage)
         return self._record(p, usage, model, status="ok", request_id=request_id_of(response))
 
     def error(self, error: BaseException, run_id: UUID) -> LedgerEntry | None:
@@ -113,7 +125,7 @@ class _Recorder:
             usage = Usage.zero()  # the server refused it: nothing generated, nothing billed
         elif p.streamed or status == "cancelled" or p.cap is not None:
             # The reply was (maybe) being generated when it was lost: what arrived, at least.
-            usage = estimate(p.prompt, "".join(p.streamed), p.model)
+            usage = estimate(p.prompt, "".join(p.streamed), p.model, key=_key(p, p.model))
             if p.cap is not None:
                 usage = Usage(usage.prompt_tokens, max(usage.completion_tokens, p.cap),
                               None, None, "bound")
@@ -135,6 +147,10 @@ class _Recorder:
             node=pos.node or None, branch=pos.branch, task_id=pos.task_id, labels=labels,
             **kw,
         )
+
+
+def _key(p: _Pending, model: str) -> tuple[str, str]:
+    return calibration_key(model, endpoint=p.endpoint, provider=p.metadata.get("ls_provider"))
 
 
 def _chat_prompt(messages: list[list[BaseMessage]]) -> list[BaseMessage]:

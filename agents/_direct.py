@@ -143,9 +143,14 @@ class DirectSession:
         request_id: str | None = None
         try:
             async with self._session.post(self._url, data=data, headers=self._headers,
-                                          proxy=self._proxy,
-                                          proxy_auth=self._proxy_auth) as response:
+                                          proxy=self._proxy, proxy_auth=self._proxy_auth,
+                                          allow_redirects=False) as response:
                 request_id = response.headers.get("x-request-id")
+                if 300 <= response.status < 400:  # (the SDK does not follow them either)
+                    raise ModelError(
+                        f"{self.endpoint}: HTTP {response.status}: redirected to "
+                        f"{redact(response.headers.get('location', '?'))} - give that URL "
+                        "as the base URL", status_code=response.status, request_id=request_id)
                 if response.status >= 400:
                     raise self._status_error(response.status, await response.read(),
                                              response.headers, request_id)
@@ -288,12 +293,24 @@ def _error_detail(raw: bytes) -> tuple[str, str | None]:
     return str(error), None
 
 
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A body's lines, however long (aiohttp's own line reader refuses lines over 64 KiB)."""
+    pending = b""
+    async for chunk in content.iter_any():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
+
+
 async def _events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, str]]:
     """Server-sent events as ``(event name, data)``; data lines joined by newlines."""
     event: str | None = None
     data: list[str] = []
-    async for raw in content:
-        line = raw.decode("utf-8").rstrip("\r\n")
+    async for raw in _lines(content):
+        line = raw.decode("utf-8").rstrip("\r")
         if not line:
             if data:
                 yield event, "\n".join(data)

@@ -205,3 +205,27 @@ def test_no_proxy_sends_the_request_directly(transport: str,
         client = ModelClient(_backend(srv.base_url, transport), retry=ONCE)
         assert client.complete_sync(MSG, role="solver").text == "a fig"
         assert len(srv.log) == 1
+
+
+def test_a_redirect_is_a_clear_error_not_followed() -> None:
+    reply = (b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:1/v2/chat/completions"
+             b"\r\nContent-Length: 0\r\n\r\n")
+    listener, port = _raw_server(reply)
+    try:
+        client = ModelClient(_backend(f"http://127.0.0.1:{port}/v1", "direct"),
+                             retry=RetryPolicy(max_attempts=3, initial_delay_s=0.001))
+        with pytest.raises(ModelError, match="HTTP 307: redirected to http://127.0.0.1:1/v2"):
+            client.complete_sync(MSG, role="solver")
+    finally:
+        listener.close()
+    (row,) = client.ledger.entries()  # not retried: the base URL is wrong
+    assert row.status == "error" and row.total_tokens == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_streamed_chunk_longer_than_64_kib_arrives_whole(transport: str) -> None:
+    word = "x" * 70_000  # one chunk, one SSE line of more than 64 KiB
+    with FakeOpenAIServer(lambda body: FakeReply(f"{word} done")) as srv:
+        client = ModelClient(_backend(srv.base_url, transport), retry=ONCE)
+        done = client.complete_sync(MSG, role="solver", stream=True, max_output=4)
+    assert done.text.startswith(word)

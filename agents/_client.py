@@ -34,6 +34,7 @@ from stratagem.budgets import (
     Replayed,
     TokenLedger,
     Usage,
+    chat_tokens_bound,
     count_chat_tokens,
     count_text_tokens,
 )
@@ -137,6 +138,11 @@ class _LoopState:
 
 
 _LOOPS: PerLoop[_LoopState] = PerLoop(_LoopState)
+
+_COUNT_BELOW = 1024
+"""Prompts shorter than this many bytes are always counted (tiktoken takes ~90 us per KiB);
+longer ones only when the budget is short of room for a bound (``_roomy_bound``)."""
+
 
 def _cal_key(backend: ChatBackend) -> tuple[str, str]:
     return backend.endpoint, backend.model
@@ -338,11 +344,16 @@ class ModelClient:
             role=role,
             node=node,
         )
-        # tiktoken is not the model's tokenizer, and servers add templates and default system
-        # prompts: scaled by what this endpoint has billed so far (never down).
-        counted = CALIBRATION.prompt(_cal_key(backend), count_chat_tokens(messages,
-                                                                          backend.model))
-        estimate = int(counted * (1 + self.input_margin)) + 1
+        roomy = None if allowance is not None else self._roomy_bound(role, messages,
+                                                                      max_output, backend)
+        if roomy is not None:  # no tokenizer run: the server's usage is what gets committed
+            counted = estimate = roomy
+        else:
+            # tiktoken is not the model's tokenizer, and servers add templates and default
+            # system prompts: scaled by what this endpoint has billed so far (never down).
+            counted = CALIBRATION.prompt(_cal_key(backend), count_chat_tokens(messages,
+                                                                              backend.model))
+            estimate = int(counted * (1 + self.input_margin)) + 1
         if allowance is not None:
             room = allowance - estimate
             # The same floor Budget.reserve applies: a call capped at a few tokens only bills
@@ -505,12 +516,38 @@ class ModelClient:
             usage = replace(usage, completion_tokens=cap)
         return usage
 
-    def _bound(self, call: OpenCall, received: str = "") -> Usage:
-        """What an attempt whose reply was lost may have cost: the prompt as counted, and
-        the whole cap that was sent (at least what did arrive)."""
+    def _roomy_bound(self, role: str, messages: Sequence[Message], max_output: int,
+                     backend: ChatBackend) -> int | None:
+        """A bound on the prompt computed without BPE, when the budget has room for it (and
+        the cap) twice over; ``None`` when the prompt must be counted to fit the budget.
+
+        Reserving a few times a prompt's tokens costs nothing while the budget is far from
+        its cap, and a long prompt's tokenization is most of a call's CPU: the server reports
+        the usage that is committed. Dollar caps price every reservation, so then it is
+        counted.
+        """
+        budget = self.budget
+        if budget is not None and budget.caps_dollars:
+            return None
+        raw = chat_tokens_bound(messages)
+        if raw < _COUNT_BELOW:
+            return None  # cheap to count exactly, and an exact reservation admits more calls
+        bound = CALIBRATION.prompt(_cal_key(backend), raw)
+        remaining = None if budget is None else budget.remaining(role)
+        return bound if remaining is None or remaining >= 2 * (bound + max_output) else None
+
+    def _bound(self, call: OpenCall, received: str = "",
+               messages: Sequence[Message] | None = None) -> Usage:
+        """What an attempt whose reply was lost may have cost: the prompt as counted (scaled
+        by what the endpoint bills), and the whole cap that was sent (at least what did
+        arrive)."""
+        prompt = call.prompt_estimate
+        if messages is not None:  # (the reservation may have held a looser bound)
+            prompt = CALIBRATION.prompt((self.backend_for(call.role).endpoint, call.model),
+                                        count_chat_tokens(messages, call.model))
         completion = max(call.max_output, count_text_tokens(received, call.model)
                          if received else 0)
-        return Usage(call.prompt_estimate, completion, None, None, "bound")
+        return Usage(prompt, completion, None, None, "bound")
 
     def _usage_when_cancelled(self, cancel: asyncio.CancelledError, call: OpenCall,
                               messages: Sequence[Message], sent: ChatRequest
@@ -521,7 +558,8 @@ class ModelClient:
         billed = self.backend_for(call.role).capabilities.bills_lost_replies
         if outcome is None or outcome.cancelled():
             in_flight = outcome is not None or getattr(cancel, _IN_FLIGHT, False)
-            return (self._bound(call) if in_flight and billed else Usage.zero()), None
+            return (self._bound(call, messages=messages) if in_flight and billed
+                    else Usage.zero()), None
         failure = outcome.exception()
         if isinstance(failure, ModelError):
             return self._usage_of_failure(failure, call, messages, sent.model), failure.request_id
@@ -540,7 +578,7 @@ class ModelClient:
         if isinstance(exc, TransientModelError) and exc.billed:
             # A malformed, cut or timed-out reply: the server may have generated (and
             # billed) up to the cap. Never zero.
-            return self._bound(call, exc.partial_text or "")
+            return self._bound(call, exc.partial_text or "", messages)
         return Usage.zero()
 
     def _final_error(self, exc: ModelError, attempts: int) -> ModelError:

@@ -340,6 +340,12 @@ class Budget:
 
     # -- views -----------------------------------------------------------------------------
 
+    @property
+    def caps_dollars(self) -> bool:
+        """Whether any dollar cap is set (then every reservation prices its estimate)."""
+        with self._lock:
+            return any(scope.limit is not None for scope in self._usd.values())
+
     def limit(self, role: str | None = None) -> int | None:
         """The token cap of ``role`` (or of the run total); ``None`` when uncapped."""
         with self._lock:

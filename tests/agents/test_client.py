@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from stratagem.agents import ModelClient, RetryPolicy
+from stratagem.agents import ModelClient, OpenAIBackend, RetryPolicy
 from stratagem.budgets import Budget, LedgerStore, TokenLedger, Usage
 from stratagem.errors import (
     BudgetExceeded,
@@ -15,7 +15,14 @@ from stratagem.errors import (
     ModelError,
     TransientModelError,
 )
-from stratagem.testing import FunctionModel, ScriptedModel, ScriptedReply
+from stratagem.testing import (
+    FakeOpenAIServer,
+    FakeReply,
+    Fault,
+    FunctionModel,
+    ScriptedModel,
+    ScriptedReply,
+)
 
 MSG = [{"role": "user", "content": "What is 6 times 7?"}]
 FAST = RetryPolicy(max_attempts=3, initial_delay_s=0.001, max_delay_s=0.002)
@@ -314,3 +321,41 @@ def test_an_allowance_too_small_for_the_prompt_says_so_not_zero_spent() -> None:
     assert info.value.scope == "allowance" and "allowance of 12 tokens" in message
     assert "already spent" not in message  # the run's spend is not what refused it
     assert len(client.ledger) == 1  # nothing was sent
+
+
+LONG_PROMPT = [{"role": "user", "content": "Count the words of this text. " + "lorem " * 400}]
+
+
+def test_a_long_prompt_is_not_tokenized_while_the_budget_has_room() -> None:
+    from stratagem.budgets import chat_tokens_bound, count_chat_tokens
+
+    held: list[int] = []
+
+    def reply(messages: object, request: object) -> ScriptedReply:
+        held.append(budget.reserved())  # what the call reserved, while it runs
+        return ScriptedReply("four hundred", prompt_tokens=410, completion_tokens=3)
+
+    bound, counted = chat_tokens_bound(LONG_PROMPT), count_chat_tokens(LONG_PROMPT, "m")
+    assert bound > 2 * counted  # (bytes: a loose bound, but computed without BPE)
+    for total, roomy in ((100_000, True), (bound, False)):
+        budget = Budget(total=total)
+        client = ModelClient(FunctionModel(reply, model="m"), budget=budget)
+        done = client.complete_sync(LONG_PROMPT, role="solver", max_output=16)
+        # plenty of room: the byte bound is reserved, no tokenizer run; short of room: the
+        # prompt is counted so the reservation is tight. The server's usage is committed.
+        assert (held[-1] >= bound + 16) is roomy and (held[-1] < bound) is not roomy
+        assert done.entry.prompt_tokens == 410 and budget.spent() == 413
+
+
+def test_a_lost_reply_of_a_long_prompt_charges_the_counted_prompt_not_the_bound() -> None:
+    from stratagem.budgets import count_chat_tokens
+
+    with FakeOpenAIServer(lambda body: FakeReply("ok")) as srv:
+        srv.enqueue_faults([Fault.malformed_json()])
+        backend = OpenAIBackend("fake-model", base_url=srv.base_url, backend="vllm")
+        client = ModelClient(backend, budget=Budget(total=1_000_000),
+                             retry=RetryPolicy(max_attempts=2, initial_delay_s=0.001))
+        client.complete_sync(LONG_PROMPT, role="solver", max_output=16)
+    lost, ok = client.ledger.entries()
+    assert lost.usage_source == "bound" and ok.usage_source == "provider"
+    assert lost.prompt_tokens == count_chat_tokens(LONG_PROMPT, "fake-model")

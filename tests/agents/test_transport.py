@@ -214,7 +214,7 @@ def test_a_redirect_is_a_clear_error_not_followed() -> None:
     try:
         client = ModelClient(_backend(f"http://127.0.0.1:{port}/v1", "direct"),
                              retry=RetryPolicy(max_attempts=3, initial_delay_s=0.001))
-        with pytest.raises(ModelError, match="HTTP 307: redirected to http://127.0.0.1:1/v2"):
+        with pytest.raises(ModelError, match=r"HTTP 307: redirected to http://127\.0\.0\.1:1/v2"):
             client.complete_sync(MSG, role="solver")
     finally:
         listener.close()

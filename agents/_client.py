@@ -105,6 +105,9 @@ class Completion:
         attempts: Ledger rows of every attempt, failed ones included (the billed view).
         replayed: The reply was recorded by an earlier execution of the run and replayed
             (nothing was sent this time).
+        mean_logprob: The mean token log-probability of the reply, when the call asked for
+            ``logprobs`` and the server sent them; ``None`` otherwise (unknown, not 0). The
+            ledger does not keep it, so a replayed reply has none.
     """
 
     text: str
@@ -115,6 +118,7 @@ class Completion:
     entry: LedgerEntry
     attempts: tuple[LedgerEntry, ...] = field(default=())
     replayed: bool = False
+    mean_logprob: float | None = None
 
     @property
     def call_id(self) -> str:
@@ -325,12 +329,14 @@ class ModelClient:
         labels: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         allowance: int | None = None,
+        logprobs: bool = False,
     ) -> Completion:
         """Ask ``role``'s model for a completion, within budget, recording every attempt.
 
         ``allowance`` caps this call's own total (input estimate + output), e.g. a parallel
         branch's share reserved before a fan-out: the output cap is clamped to
-        ``allowance - input estimate``.
+        ``allowance - input estimate``. ``logprobs`` asks for the tokens' log-probabilities
+        (:attr:`Completion.mean_logprob`).
 
         Raises:
             BudgetExceeded: If the budget cannot fit even a minimal call (nothing is sent).
@@ -354,6 +360,7 @@ class ModelClient:
             seed=seed,
             stop=stop,
             stream=stream,
+            logprobs=logprobs,
             extra=dict(extra or {}),
             role=role,
             node=node,
@@ -682,6 +689,7 @@ def _completion(
         role=ctx.role,
         entry=entry,
         attempts=tuple(ctx.rows),
+        mean_logprob=response.mean_logprob,
     )
 
 

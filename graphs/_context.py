@@ -66,6 +66,8 @@ class RunContext:
             Planner, decomposer and judge calls keep the server's default.
         seed: Base seed; branch ``i`` uses ``seed + i`` so runs are reproducible.
         labels: Extra labels for every ledger row of the run.
+        logprobs: Ask every parallel solver sample for its token log-probabilities
+            (``Candidate.mean_logprob``), e.g. to fit a probe signal on a calibration split.
     """
 
     client: ModelClient
@@ -79,6 +81,7 @@ class RunContext:
     temperature: float | None = 0.8
     seed: int | None = 0
     labels: dict[str, str] = field(default_factory=dict)
+    logprobs: bool = False
 
     @property
     def account(self) -> Account:

@@ -6,10 +6,25 @@ best-of-N. Here:
 
 1. **Probe.** The first ``probe`` samples of a query (branch seeds ``seed``, ``seed + 1``, ...,
    the same samples every other sampling topology draws first), each checked by the task's
-   verifier when it has one. Their signal is a *bin*: ``verified`` when a probe sample was
-   accepted; else ``agree<a>/<k>``, ``a`` the votes of the leading answer among the ``k``
-   probe samples (``agree0/1``: no readable answer). Token log-probabilities are not used:
-   stratagem's backends do not return them yet.
+   verifier when it has one. Their signal is a *bin*, by ``probe_signal``: ``verified`` when a
+   probe sample was accepted, always first (nothing beats a verified answer); else
+
+   * ``agreement``: ``agree<a>/<k>``, ``a`` the votes of the leading answer among the ``k``
+     probe samples (``agree0/1``: no readable answer);
+   * ``logprob``: ``lp<i>/<n>``, the probe samples' mean token log-probability (the mean of
+     each reply's mean, asked with ``logprobs``) in the ``i``-th of ``n = logprob_bins``
+     quantile bins (1: least confident), with edges fitted on the calibration split's
+     unverified probes and saved in the table; ``lp?`` when the server sent none (unknown is
+     not a bin of its own confidence);
+   * ``both``: the two crossed, ``agree<a>/<k>,lp<i>/<n>``.
+
+   The default stays ``agreement`` (results and ``bench/efficiency.py`` figures stay
+   comparable). With the usual small calibration split (tens of queries) ``logprob`` is the
+   one to turn on: at ``probe = 1`` agreement says nothing (every unverified probe is
+   ``agree1/1``), while terciles of the log-probability give three bins of a third of the
+   queries each, by construction; crossing them with agreement at ``k`` probe samples makes
+   ``3k`` cells of one or two queries, where the shrinkage toward the pooled rate decides
+   more than the data. ``both`` is for calibration splits of hundreds of queries.
 2. **Options.** ``stop`` (answer from the probe), and per sample cap ``m`` in ``samples``:
    ``sequential:m`` (with a verifier: one more sample at a time until one is accepted or ``m``
    are drawn), ``vote:m`` (without: ``m`` samples, majority) and ``ac:m`` (without:
@@ -32,11 +47,13 @@ best-of-N. Here:
 from __future__ import annotations
 
 import json
+import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from stratagem.budgets._consistency import AdaptiveConsistency
 from stratagem.budgets._entries import Transfer
@@ -48,11 +65,19 @@ __all__ = [
     "CalibrationTable",
     "ComputeOptimal",
     "PoolSample",
+    "ProbeSignal",
     "StrategyChoice",
+    "logprob_edges",
     "option_outcome",
     "probe_bin",
+    "probe_logprob",
     "record_choice",
 ]
+
+ProbeSignal = Literal["agreement", "logprob", "both"]
+"""What a probe's bin is made of (see the module docstring)."""
+
+_SIGNALS: tuple[str, ...] = get_args(ProbeSignal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,28 +88,74 @@ class PoolSample:
         answer: The normalized answer (``""``: none readable).
         correct: Whether the task's checker accepts it.
         tokens: Billed tokens of the call.
+        logprob: The reply's mean token log-probability, when asked for and sent
+            (``None``: unknown).
     """
 
     answer: str
     correct: bool
     tokens: int
+    logprob: float | None = None
 
 
-def probe_bin(answers: Sequence[str], verified: Sequence[bool] | None) -> str:
-    """The difficulty bin of a probe: ``verified``, or ``agree<a>/<k>``.
+def probe_logprob(values: Sequence[float | None]) -> float | None:
+    """The probe's log-probability signal: the mean of its samples' known means
+    (``None`` when none is known).
+
+    Example:
+        >>> probe_logprob([-0.5, None, -1.5]), probe_logprob([None])
+        (-1.0, None)
+    """
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(known) / len(known) if known else None
+
+
+def logprob_edges(values: Sequence[float | None], bins: int) -> list[float]:
+    """Edges splitting the known ``values`` into ``bins`` bins of (nearly) equal counts.
+
+    Fewer distinct values than bins give fewer edges (a bin is never empty by
+    construction); no known value gives none (one bin).
+
+    Example:
+        >>> logprob_edges([-3.0, -2.0, -1.0, -0.5, -0.2, -0.1], 3)
+        [-1.0, -0.2]
+    """
+    known = sorted(v for v in values if v is not None and math.isfinite(v))
+    edges: list[float] = []
+    for i in range(1, bins):
+        at = (len(known) * i) // bins
+        if 0 < at < len(known) and (not edges or known[at] > edges[-1]):
+            edges.append(known[at])
+    return edges
+
+
+def probe_bin(answers: Sequence[str], verified: Sequence[bool] | None, *,
+              signal: ProbeSignal = "agreement", logprob: float | None = None,
+              edges: Sequence[float] = ()) -> str:
+    """The difficulty bin of a probe: ``verified``, else by ``signal`` (module docstring).
 
     Args:
         answers: The probe samples' normalized answers (``""``: none).
         verified: Each sample's verifier verdict, or ``None`` for a task without a verifier.
+        signal: ``agreement``, ``logprob`` or ``both``.
+        logprob: The probe's mean token log-probability (:func:`probe_logprob`).
+        edges: The calibration split's bin edges (:func:`logprob_edges`).
 
     Example:
         >>> probe_bin(["b", "b"], None), probe_bin(["x"], [False]), probe_bin(["x"], [True])
         ('agree2/2', 'agree1/1', 'verified')
+        >>> [probe_bin(["x"], [False], signal="logprob", logprob=v, edges=[-1.0, -0.2])
+        ...  for v in (-2.0, -0.5, -0.1, None)]
+        ['lp1/3', 'lp2/3', 'lp3/3', 'lp?']
     """
     if verified is not None and any(verified):
         return "verified"
     votes = Counter(a for a in answers if a)
-    return f"agree{max(votes.values(), default=0)}/{len(answers)}"
+    agree = f"agree{max(votes.values(), default=0)}/{len(answers)}"
+    if signal == "agreement":
+        return agree
+    lp = "lp?" if logprob is None else f"lp{bisect_right(edges, logprob) + 1}/{len(edges) + 1}"
+    return lp if signal == "logprob" else f"{agree},{lp}"
 
 
 def option_outcome(option: str, pool: Sequence[PoolSample], *, probe: int, verifier: bool,
@@ -164,6 +235,9 @@ class CalibrationTable:
         prior: Weight of the shrinkage toward an option's rate over all bins.
         queries: Calibration queries (task x seed) behind the table.
         meta: Where it came from (suite, tasks, seeds), for the JSON file.
+        signal: What the probe's bins are made of (``agreement``, ``logprob``, ``both``).
+        edges: The log-probability bin edges fitted on the calibration split (empty for
+            ``agreement``).
     """
 
     probe: int
@@ -173,16 +247,34 @@ class CalibrationTable:
     prior: float = 2.0
     queries: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    signal: ProbeSignal = "agreement"
+    edges: list[float] = field(default_factory=list)
+
+    def bin_for(self, answers: Sequence[str], verified: Sequence[bool] | None,
+                logprobs: Sequence[float | None] = ()) -> str:
+        """The bin of a probe with these answers, verdicts and per-sample mean
+        log-probabilities, by this table's signal and edges."""
+        return probe_bin(answers, verified if self.verifier else None, signal=self.signal,
+                         logprob=probe_logprob(logprobs), edges=self.edges)
 
     @classmethod
     def fit(cls, pools: Sequence[Sequence[PoolSample]], *, probe: int, samples: Sequence[int],
             verifier: bool, rule: AdaptiveConsistency | None = None, prior: float = 2.0,
-            meta: Mapping[str, Any] | None = None) -> CalibrationTable:
+            meta: Mapping[str, Any] | None = None, signal: ProbeSignal = "agreement",
+            logprob_bins: int = 3) -> CalibrationTable:
         """Read every option's outcome off each calibration query's sample pool.
 
+        With a log-probability ``signal``, the bin edges are the quantiles of the probes'
+        log-probabilities over the calibration queries whose probe was not verified (the
+        only ones whose bin decides anything).
+
         Raises:
-            ConfigError: With no pool, or a pool shorter than the largest cap.
+            ConfigError: With no pool, or a pool shorter than the largest cap, or an
+                unknown signal.
         """
+        if signal not in _SIGNALS:
+            raise ConfigError(f"probe_signal must be one of {', '.join(_SIGNALS)}, "
+                              f"got {signal!r}")
         if not pools:
             raise ConfigError("compute_optimal needs at least one calibration query")
         caps = sorted({int(m) for m in samples if int(m) > probe})
@@ -192,11 +284,15 @@ class CalibrationTable:
         kinds = ("sequential",) if verifier else ("vote", "ac")
         options = ["stop", *(f"{k}:{m}" for m in caps for k in kinds)]
         table = cls(probe, verifier, options, prior=prior, queries=len(pools),
-                    meta=dict(meta or {}))
+                    meta=dict(meta or {}), signal=signal)
+        if signal != "agreement":
+            table.edges = logprob_edges(
+                [probe_logprob([s.logprob for s in p[:probe]]) for p in pools
+                 if not (verifier and any(s.correct for s in p[:probe]))], logprob_bins)
         for pool in pools:
             head = pool[:probe]
-            b = probe_bin([s.answer for s in head],
-                          [s.correct for s in head] if verifier else None)
+            b = table.bin_for([s.answer for s in head], [s.correct for s in head],
+                              [s.logprob for s in head])
             row = table.cells.setdefault(b, {o: [0.0, 0.0, 0.0] for o in options})
             for o in options:
                 ok, tokens = option_outcome(o, pool, probe=probe, verifier=verifier, rule=rule)
@@ -261,7 +357,8 @@ class CalibrationTable:
         """A JSON-able dict (see :meth:`from_json`)."""
         return {"kind": "stratagem-compute-optimal", "version": 1, "probe": self.probe,
                 "verifier": self.verifier, "options": self.options, "cells": self.cells,
-                "prior": self.prior, "queries": self.queries, "meta": self.meta}
+                "prior": self.prior, "queries": self.queries, "meta": self.meta,
+                "signal": self.signal, "edges": self.edges}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CalibrationTable:
@@ -272,10 +369,14 @@ class CalibrationTable:
         """
         if data.get("kind") != "stratagem-compute-optimal" or data.get("version") != 1:
             raise ConfigError("not a stratagem compute_optimal calibration table")
+        signal = data.get("signal", "agreement")  # (tables written before the signal)
+        if signal not in _SIGNALS:
+            raise ConfigError(f"calibration table: unknown probe signal {signal!r}")
         return cls(int(data["probe"]), bool(data["verifier"]), list(data["options"]),
                    {b: {o: [float(x) for x in v] for o, v in row.items()}
                     for b, row in data["cells"].items()},
-                   float(data["prior"]), int(data["queries"]), dict(data.get("meta", {})))
+                   float(data["prior"]), int(data["queries"]), dict(data.get("meta", {})),
+                   signal, [float(x) for x in data.get("edges", [])])
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON."""
@@ -307,6 +408,11 @@ class ComputeOptimal:
         cap: A run's hard cap, as a multiple of the per-query budget.
         prior: Shrinkage weight of the table.
         threshold: Adaptive-Consistency threshold of the ``ac:M`` options.
+        probe_signal: What the probe's bins are made of: ``agreement`` (the default),
+            ``logprob`` or ``both`` (module docstring). A log-probability signal asks the
+            probe's calls for ``logprobs``; a server that sends none puts every query in
+            bin ``lp?``.
+        logprob_bins: Quantile bins of the probe's log-probability (3: terciles).
     """
 
     probe: int = 1
@@ -315,6 +421,8 @@ class ComputeOptimal:
     cap: float = 2.0
     prior: float = 2.0
     threshold: float = 0.95
+    probe_signal: ProbeSignal = "agreement"
+    logprob_bins: int = 3
     name: str = "compute_optimal"
 
     def __post_init__(self) -> None:
@@ -325,6 +433,12 @@ class ComputeOptimal:
                               f"and at most 256, got {list(self.samples)}")
         if self.calibration < 1 or self.cap < 1 or self.prior < 0:
             raise ConfigError("compute_optimal needs calibration >= 1, cap >= 1, prior >= 0")
+        if self.probe_signal not in _SIGNALS:
+            raise ConfigError(f"compute_optimal probe_signal must be one of "
+                              f"{', '.join(_SIGNALS)}, got {self.probe_signal!r}")
+        if not 1 <= self.logprob_bins <= 10:
+            raise ConfigError(f"compute_optimal needs 1 <= logprob_bins <= 10, "
+                              f"got {self.logprob_bins}")
 
     def allocate(self, difficulties: Sequence[float | None], total: int) -> list[int]:
         """Equal shares (the choice per query happens inside each run)."""

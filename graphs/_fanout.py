@@ -45,8 +45,8 @@ def fan_out(
     """``n`` Sends to ``node``, each with its allowance (solver budget left / n).
 
     With ``revise``, each Send refines one existing candidate (its answer and the latest
-    critique go along), for tree search. With ``logprobs`` (or ``ctx.logprobs``) each
-    sample asks for its token log-probabilities.
+    critique go along), for tree search. With ``logprobs`` each sample asks for its token
+    log-probabilities (so do branches below ``ctx.logprob_samples``).
     """
     budget = ctx.budget
     left = None if budget is None else budget.remaining("solver")
@@ -66,7 +66,7 @@ def fan_out(
             "round": state.get("round", 0),
             "parent": None,
         }
-        if logprobs or ctx.logprobs:
+        if logprobs or branch < ctx.logprob_samples:
             payload["logprobs"] = True
         if revise:
             parent = revise[k % len(revise)]
@@ -82,13 +82,13 @@ async def sample(inp: BranchInput, runtime: Runtime[RunContext]) -> dict[str, An
 
     @stratagem_node
     async def sample_branch(inp: BranchInput, ctx: RunContext) -> dict[str, Any]:
+        # (only when asked: a user's solver need not take the parameter otherwise)
+        asked: dict[str, Any] = {"logprobs": True} if inp.get("logprobs") else {}
         solution = await ctx.solver.solve(
             ctx.client, inp["task"], node="sample", branch=inp["branch"],
             temperature=inp.get("temperature"), seed=inp.get("seed"),
             previous=inp.get("previous"), feedback=inp.get("feedback"),
-            allowance=inp.get("allowance"), **ctx.extra(),
-            # (only when asked: a user's solver need not take the parameter otherwise)
-            **({"logprobs": True} if inp.get("logprobs") else {}),
+            allowance=inp.get("allowance"), **ctx.extra(), **asked,
         )
         candidate: Candidate = {
             "answer": solution.answer, "text": solution.text, "branch": inp["branch"],

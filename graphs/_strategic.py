@@ -3,7 +3,8 @@
 The graph behind the :class:`~stratagem.budgets.ComputeOptimal` policy (the ablation runner
 builds it for that policy's cells; it is not a topology of the grid by itself, since it needs
 a fitted :class:`~stratagem.budgets.CalibrationTable`). The probe is the first ``probe``
-samples (branch seeds as in ``best_of_n``), checked by the verifier when the task has one;
+samples (branch seeds as in ``best_of_n``), checked by the verifier when the task has one,
+and asked for their token log-probabilities when the table's probe signal uses them;
 the choice is recorded in the ledger with its reason; then sampling goes on by the chosen
 option: ``stop``, ``sequential:M`` (until a sample is verified), ``vote:M`` or ``ac:M``
 (Adaptive-Consistency).
@@ -19,7 +20,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from stratagem.budgets import AdaptiveConsistency, CalibrationTable, probe_bin, record_choice
+from stratagem.budgets import (
+    AdaptiveConsistency,
+    CalibrationTable,
+    probe_logprob,
+    record_choice,
+)
 from stratagem.graphs._common import answer_key, finalize_node, run_context, scores
 from stratagem.graphs._context import RunContext
 from stratagem.graphs._fanout import fan_out, sample, score_new
@@ -51,7 +57,8 @@ def compute_optimal(
     probe = fitted.probe
 
     def start(state: RunState, runtime: Runtime[RunContext]) -> list[Send] | str:
-        return fan_out(state, run_context(runtime), probe)
+        return fan_out(state, run_context(runtime), probe,
+                       logprobs=fitted.signal != "agreement")
 
     async def check(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = run_context(runtime)
@@ -70,14 +77,16 @@ def compute_optimal(
         chosen = state.get("plan")
         if not chosen:
             passed = scores(verdicts)
-            b = probe_bin([answer_key(c.get("answer", "")) for c in candidates],
-                          [passed.get(i, 0.0) >= 0.5 for i in range(len(candidates))]
-                          if verifier else None)
+            b = fitted.bin_for([answer_key(c.get("answer", "")) for c in candidates],
+                               [passed.get(i, 0.0) >= 0.5 for i in range(len(candidates))],
+                               [c.get("mean_logprob") for c in candidates])
             choice = fitted.best(b, price, cap_tokens)
             record_choice(ctx.client.ledger, state.get("run_id", ""), choice,
                           tokens=int(cap_tokens or choice.expected_tokens))
             update["plan"] = {"mode": choice.option, "rationale": choice.reason, "bin": b,
-                              "expected_accuracy": choice.expected_accuracy}
+                              "expected_accuracy": choice.expected_accuracy,
+                              "probe_logprob": probe_logprob(
+                                  [c.get("mean_logprob") for c in candidates])}
             update["notes"] = [choice.reason]
         update["round"] = current + 1
         return update

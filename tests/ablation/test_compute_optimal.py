@@ -101,3 +101,107 @@ def test_the_table_learns_that_a_failed_probe_predicts_failure() -> None:
     price = table.price_for(100.0)
     assert table.mean_tokens(price) <= 100.0 < table.mean_tokens(0.0)
     assert CalibrationTable.from_json(table.to_json()) == table
+
+
+def _choices(out: Path) -> dict[str, set[str]]:
+    """The options chosen per probe bin, read off the ledger's recorded reasons."""
+    with LedgerStore(out / "ledger.sqlite") as store:
+        reasons = [t.reason for t in store.transfers() if t.from_role == "policy"]
+    chosen: dict[str, set[str]] = {}
+    for reason in reasons:
+        _, probe, option = reason.split(": ")[:3]
+        chosen.setdefault(probe.removeprefix("probe "), set()).add(option.split(" ")[0])
+    return chosen
+
+
+def _signal_config(out: Path, signal: str) -> Any:
+    # Hard enough that many probes fail; the simulator plants a mean token log-probability
+    # that falls with the planted chance of success (SimEffects.logprob_weight).
+    return parse_config({
+        "name": "co", "output": str(out), "endpoint": {"backend": "simulated"},
+        "grid": {"topologies": [BO8], "budgets": [400], "seeds": [0, 1],
+                 "policies": [{"name": "compute_optimal", "label": "co", "calibration": 32,
+                               "samples": [2, 4, 8], "probe_signal": signal}]},
+        "suites": [{"name": "arith", "n": 16, "depth": [1, 6]}],
+        "simulation": {"skill": -1.5, "difficulty_weight": 6.0, "token_weight": 0.0},
+        "run": {"concurrency": 4, "split": {"solver": 1.0}},
+    })
+
+
+def test_a_planted_logprob_signal_is_found_and_changes_the_choices(tmp_path: Path) -> None:
+    out = tmp_path / "lp"
+    asyncio.run(run_ablation(_signal_config(out, "logprob")))
+    (saved,) = out.glob("calibration-*.json")
+    table = CalibrationTable.load(saved)
+    assert table.signal == "logprob" and len(table.edges) == 2
+    assert json.loads(saved.read_text())["edges"] == table.edges
+    assert set(table.cells) == {"verified", "lp1/3", "lp2/3", "lp3/3"}
+    # Terciles of the unverified probes: a third of them in each bin.
+    sizes = [table.cells[b]["stop"][1] for b in ("lp1/3", "lp2/3", "lp3/3")]
+    assert max(sizes) - min(sizes) <= 1
+    # The planted direction: the more confident the failed probe, the likelier more samples
+    # find an accepted answer.
+    low, _ = table.expected("lp1/3", "sequential:8")
+    high, _ = table.expected("lp3/3", "sequential:8")
+    assert high > low + 0.15
+    # And the policy acts on it: different options for different bins of the same kind of
+    # probe (all failed), which one bin for every failed probe could not give.
+    chosen = _choices(out)
+    assert chosen["verified"] == {"stop"}
+    failed = {b: c for b, c in chosen.items() if b.startswith("lp")}
+    assert len(failed) >= 2 and len(set().union(*failed.values())) >= 2
+    assert all(len(c) == 1 for c in failed.values())  # one bin, one choice
+
+    # Ignoring the signal (agreement, probe = 1): every failed probe lands in one bin.
+    plain = tmp_path / "agreement"
+    asyncio.run(run_ablation(_signal_config(plain, "agreement")))
+    assert {b for b in _choices(plain) if b != "verified"} == {"agree1/1"}
+
+
+def test_logprob_bins_are_fitted_saved_and_unknown_is_not_a_value() -> None:
+    from stratagem.budgets import PoolSample
+
+    def pool(pattern: str, lp: float | None) -> list[PoolSample]:
+        return [PoolSample(str(i), c == "1", 50, lp) for i, c in enumerate(pattern)]
+
+    # Confident failed probes pass soon after; unsure ones never do.
+    pools = ([pool("01111111", -0.1)] * 6 + [pool("00000000", -2.0)] * 6
+             + [pool("00010000", -1.0)] * 6 + [pool("11111111", -3.0)] * 4)
+    table = CalibrationTable.fit(pools, probe=1, samples=(2, 4, 8), verifier=True,
+                                 signal="logprob")
+    # Edges from the 18 unverified probes only (the verified ones at -3.0 are not counted).
+    assert table.edges == [-1.0, -0.1]
+    assert set(table.cells) == {"verified", "lp1/3", "lp2/3", "lp3/3"}
+    assert table.expected("lp3/3", "sequential:2")[0] > 0.8 > 0.2 > \
+        table.expected("lp1/3", "sequential:8")[0]
+    assert table.best("lp3/3", price=3e-3).option.startswith("sequential:")
+    assert table.best("lp1/3", price=3e-3).option == "stop"
+    assert CalibrationTable.from_json(table.to_json()) == table
+    # A probe without log-probabilities is in bin lp?, not in the least confident bin.
+    assert table.bin_for(["x"], [False], [None]) == "lp?"
+    assert table.bin_for(["x"], [False], [-5.0]) == "lp1/3"
+    both = CalibrationTable.fit(pools, probe=2, samples=(4, 8), verifier=True, signal="both")
+    assert {b.split(",")[0] for b in both.cells if b != "verified"} <= {"agree1/2", "agree2/2"}
+
+
+def test_probe_signal_is_validated_in_the_config_and_the_policy() -> None:
+    import pytest
+
+    from stratagem.budgets import ComputeOptimal
+    from stratagem.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="probe_signal must be one of"):
+        ComputeOptimal(probe_signal="vibes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="logprob_bins"):
+        ComputeOptimal(logprob_bins=0)
+    with pytest.raises(ConfigError):
+        _config(Path("unused"), probe_signal="vibes")
+    with pytest.raises(ConfigError, match="difficulty_adaptive takes"):
+        parse_config({"name": "x", "endpoint": {"backend": "simulated"},
+                      "grid": {"topologies": ["single"], "budgets": [100], "seeds": [0],
+                               "policies": [{"name": "difficulty_adaptive",
+                                             "probe_signal": "logprob"}]},
+                      "suites": [{"name": "arith", "n": 2}]})
+    built = _config(Path("unused"), probe_signal="both", logprob_bins=4).grid.policies[1]
+    assert built.build() == ComputeOptimal(calibration=24, probe_signal="both",
+                                           logprob_bins=4)

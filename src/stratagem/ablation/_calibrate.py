@@ -6,7 +6,9 @@ from the evaluated tasks and their few-shot examples (:meth:`Suite.draw_apart`),
 sampled ``max(samples)`` times at every seed of the grid, with the same branch seeds, solver
 and temperature as the evaluated runs. Every call goes through the run's model client into
 the ledger (label ``phase = calibration``): calibration is billed, and ``stratagem audit``
-shows it. The fitted :class:`~stratagem.budgets.CalibrationTable` is written to
+shows it. With a log-probability probe signal, the probe's samples (the first ``probe`` of
+each pool) ask for ``logprobs``, as the evaluated runs' probes do.
+The fitted :class:`~stratagem.budgets.CalibrationTable` is written to
 ``calibration-<policy>-<suite>-<kind>.json`` in the output folder and reused by later runs.
 """
 
@@ -86,9 +88,10 @@ async def calibrate(sweep: Sweep, ledger: TokenLedger, out: Path) -> dict[str, d
             table = CalibrationTable.load(path)
             co = spec[0]
             if (table.probe, table.verifier, table.meta.get("samples"),
-                    table.meta.get("calibration"), table.meta.get("seeds")) != (
+                    table.meta.get("calibration"), table.meta.get("seeds"), table.signal,
+                    table.meta.get("logprob_bins", 3)) != (
                     co.probe, spec[3], list(co.samples), co.calibration,
-                    list(config.grid.seeds)):
+                    list(config.grid.seeds), co.probe_signal, co.logprob_bins):
                 raise ConfigError(f"{path} was fitted with other settings: delete it to "
                                   "calibrate again, or use a new output folder")
             tables[key] = table.to_json()
@@ -117,17 +120,19 @@ async def calibrate(sweep: Sweep, ledger: TokenLedger, out: Path) -> dict[str, d
             graph = best_of_n(m, select="vote")
             drawn = await asyncio.gather(*(
                 _pool(client, ledger, sem, graph, m, suite, t, seed, key=key, solver=solver,
-                      temperature=temp)
+                      temperature=temp,
+                      logprobs=policy.probe if policy.probe_signal != "agreement" else 0)
                 for t in apart for seed in config.grid.seeds))
             pools = [pl for pl in drawn if pl is not None]
             table = CalibrationTable.fit(
                 pools, probe=policy.probe, samples=policy.samples, verifier=verifier,
-                prior=policy.prior,
+                prior=policy.prior, signal=policy.probe_signal,
+                logprob_bins=policy.logprob_bins,
                 meta={"suite": suite.name, "tasks": [t.id for t in apart],
                       "questions": [t.question for t in apart], "samples": list(policy.samples),
                       "calibration": policy.calibration, "seeds": list(config.grid.seeds),
-                      "temperature": temp,
-                      "pools": [[[s.answer, s.correct, s.tokens] for s in pl]
+                      "temperature": temp, "logprob_bins": policy.logprob_bins,
+                      "pools": [[[s.answer, s.correct, s.tokens, s.logprob] for s in pl]
                                 for pl in pools]})
             table.save(_file(out, key))
             _log.info("ablation.calibrated", key=key, queries=table.queries,
@@ -141,11 +146,13 @@ async def calibrate(sweep: Sweep, ledger: TokenLedger, out: Path) -> dict[str, d
 
 async def _pool(client: ModelClient, ledger: TokenLedger, sem: asyncio.Semaphore, graph: Any,
                 m: int, suite: Suite, task: Task, seed: int, *, key: str, solver: LLMSolver,
-                temperature: float | None) -> list[PoolSample] | None:
+                temperature: float | None, logprobs: int = 0) -> list[PoolSample] | None:
     """One calibration query's ``m`` samples (branch seeds ``seed + i``), in branch order;
-    ``None`` when some failed (the pool would be shorter than every option assumes)."""
+    ``None`` when some failed (the pool would be shorter than every option assumes). The
+    first ``logprobs`` samples ask for their token log-probabilities."""
     run_id = hashlib.sha1(f"{key}|{task.id}|{seed}".encode()).hexdigest()[:16]
     ctx = RunContext(client=client, solver=solver, temperature=temperature, seed=seed,
+                     logprob_samples=logprobs,
                      labels={"phase": "calibration", "policy": key, "suite": suite.name,
                              "task": task.id, "seed": str(seed)})
     async with sem:
@@ -161,4 +168,5 @@ async def _pool(client: ModelClient, ledger: TokenLedger, sem: asyncio.Semaphore
         return None
     return [PoolSample(answer_key(c.get("answer", "")),
                        bool(suite.check(task, c.get("text", ""))),
-                       tokens.get(str(c.get("branch")), 0)) for c in cands]
+                       tokens.get(str(c.get("branch")), 0), c.get("mean_logprob"))
+            for c in cands]

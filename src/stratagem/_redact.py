@@ -48,19 +48,19 @@ def register_secret(value: str | None) -> None:
             _registered.add(value)
 
 
-_sorted: tuple[tuple[str, ...], list[str]] = ((), [])
-"""The last (env values + registered, longest first) computed, keyed by what it was made of."""
+_sorted: list[tuple[tuple[str, ...], list[str]]] = [((), [])]
+"""The last (env values + registered, longest first) computed, keyed by what it was made of
+(one slot, replaced under the lock)."""
 
 
 def _known_secrets() -> list[str]:
-    global _sorted
     env = [v for name in _SECRET_ENV if (v := os.environ.get(name)) and len(v) >= 6]
     with _lock:
         key = (*env, *_registered)  # (a set's order is stable while it does not change)
-        if key != _sorted[0]:
+        if key != _sorted[0][0]:
             # Longest first, so a secret that contains another is replaced whole.
-            _sorted = (key, sorted({*_registered, *env}, key=len, reverse=True))
-        return _sorted[1]
+            _sorted[0] = (key, sorted({*_registered, *env}, key=len, reverse=True))
+        return _sorted[0][1]
 
 
 def redact(text: str) -> str:

@@ -172,8 +172,8 @@ def test_logprob_bins_are_fitted_saved_and_unknown_is_not_a_value() -> None:
     # Edges from the 18 unverified probes only (the verified ones at -3.0 are not counted).
     assert table.edges == [-1.0, -0.1]
     assert set(table.cells) == {"verified", "lp1/3", "lp2/3", "lp3/3"}
-    assert table.expected("lp3/3", "sequential:2")[0] > 0.8 > 0.2 > \
-        table.expected("lp1/3", "sequential:8")[0]
+    assert table.expected("lp3/3", "sequential:2")[0] > 0.8
+    assert table.expected("lp1/3", "sequential:8")[0] < 0.2
     assert table.best("lp3/3", price=3e-3).option.startswith("sequential:")
     assert table.best("lp1/3", price=3e-3).option == "stop"
     assert CalibrationTable.from_json(table.to_json()) == table

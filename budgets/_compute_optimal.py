@@ -28,13 +28,21 @@ best-of-N. Here:
 2. **Options.** ``stop`` (answer from the probe), and per sample cap ``m`` in ``samples``:
    ``sequential:m`` (with a verifier: one more sample at a time until one is accepted or ``m``
    are drawn), ``vote:m`` (without: ``m`` samples, majority) and ``ac:m`` (without:
-   Adaptive-Consistency up to ``m``).
+   Adaptive-Consistency up to ``m``). Opt-in (``options``), beyond sampling: ``refine:r``
+   (the ``refine`` topology's loop after the probe: ``r`` revisions of the latest answer
+   against the judge's critique, or the verifier's verdict, stopping when one is accepted)
+   and ``decompose`` (the ``decompose_solve`` topology: decomposer, solvers over the
+   subtasks, aggregation; its answer is the aggregate's).
 3. **A small model, fitted once on a calibration split** (tasks drawn apart from the
-   evaluated ones): each calibration query's pool of samples is drawn once, and every option's
-   outcome and tokens are read off that pool, since each option is a prefix rule over the same
-   seeded samples. Expected accuracy per (bin, option) is the observed rate shrunk toward the
-   option's rate over all bins (a Beta prior of weight ``prior``); expected tokens are the
-   observed mean. :class:`CalibrationTable` is saved as JSON next to the results and reused.
+   evaluated ones): each calibration query's pool of samples is drawn once, and every
+   sampling option's outcome and tokens are read off that pool, since each is a prefix rule
+   over the same seeded samples. ``refine:r`` and ``decompose`` cannot be read off a pool:
+   the calibration *runs* them, after the same probe, on every calibration query whose probe
+   was not verified (a verified probe stops whatever was chosen), and their tokens (every
+   role's) count in the calibration cost reported apart. Expected accuracy per (bin, option)
+   is the observed rate shrunk toward the option's rate over all bins (a Beta prior of
+   weight ``prior``); expected tokens are the observed mean. :class:`CalibrationTable` is
+   saved as JSON next to the results and reused.
 4. **Choice at the batch's total.** Maximising the batch's expected accuracy subject to its
    total is a knapsack over queries; its Lagrangian relaxation prices tokens at ``price`` and
    picks per query ``argmax E[accuracy] - price x E[tokens]``. ``price`` is set on the
@@ -78,6 +86,10 @@ ProbeSignal = Literal["agreement", "logprob", "both"]
 """What a probe's bin is made of (see the module docstring)."""
 
 _SIGNALS: tuple[str, ...] = get_args(ProbeSignal)
+_KINDS = ("stop", "sequential", "vote", "ac", "refine", "decompose")
+"""Every kind of option; ``refine`` and ``decompose`` are run, the others read off a pool."""
+_POOLED = ("stop", "sequential", "vote", "ac")
+_RUN = ("refine", "decompose")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +208,11 @@ def option_outcome(option: str, pool: Sequence[PoolSample], *, probe: int, verif
         while n < m and not ac.decide([s.answer for s in pool[:n]]).stop:
             n += 1
         return answer_of(pool[:n]), sum(s.tokens for s in pool[:n])
-    raise ConfigError(f"unknown option {option!r}: use stop, sequential:M, vote:M or ac:M")
+    if kind in _RUN:
+        raise ConfigError(f"option {option!r} is run on the calibration queries, not read "
+                          "off a sample pool")
+    raise ConfigError(f"unknown option {option!r}: use stop, sequential:M, vote:M, ac:M, "
+                      "refine:R or decompose")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +220,8 @@ class StrategyChoice:
     """What the policy chose for one query, and why.
 
     Attributes:
-        option: ``stop``, ``sequential:M``, ``vote:M`` or ``ac:M``.
+        option: ``stop``, ``sequential:M``, ``vote:M``, ``ac:M``, ``refine:R`` or
+            ``decompose``.
         bin: The probe's bin.
         expected_accuracy: The table's expected accuracy of the option in the bin.
         expected_tokens: Its expected tokens per query (probe included).
@@ -218,9 +235,16 @@ class StrategyChoice:
     reason: str
 
     @property
+    def kind(self) -> str:
+        """``stop``, ``sequential``, ``vote``, ``ac``, ``refine`` or ``decompose``."""
+        return self.option.partition(":")[0]
+
+    @property
     def samples(self) -> int:
-        """The cap on samples (0 for ``stop``: no sample past the probe)."""
-        return 0 if self.option == "stop" else int(self.option.partition(":")[2])
+        """The cap on parallel samples (0 for an option that samples no more: ``stop``,
+        ``refine:R``, ``decompose``)."""
+        return int(self.option.partition(":")[2]) if self.kind in ("sequential", "vote",
+                                                                     "ac") else 0
 
 
 @dataclass
@@ -261,16 +285,28 @@ class CalibrationTable:
     def fit(cls, pools: Sequence[Sequence[PoolSample]], *, probe: int, samples: Sequence[int],
             verifier: bool, rule: AdaptiveConsistency | None = None, prior: float = 2.0,
             meta: Mapping[str, Any] | None = None, signal: ProbeSignal = "agreement",
-            logprob_bins: int = 3) -> CalibrationTable:
-        """Read every option's outcome off each calibration query's sample pool.
+            logprob_bins: int = 3, kinds: Sequence[str] = _POOLED,
+            runs: Mapping[str, Sequence[tuple[bool, int] | None]] | None = None,
+            ) -> CalibrationTable:
+        """Read every sampling option's outcome off each calibration query's sample pool,
+        and take the run options' outcomes from ``runs``.
 
         With a log-probability ``signal``, the bin edges are the quantiles of the probes'
         log-probabilities over the calibration queries whose probe was not verified (the
         only ones whose bin decides anything).
 
+        Args:
+            kinds: The kinds of sampling option offered (``sequential`` applies with a
+                verifier, ``vote`` and ``ac`` without).
+            runs: Per run option (``refine:R``, ``decompose``), ``(correct, tokens)`` of
+                running it on each pool's query, in the order of ``pools`` (``None``: not
+                run, e.g. the probe was verified: such a query counts the ``stop`` outcome,
+                as every option stops at a verified probe; a query that was to be run and
+                failed is left out of that option's cells).
+
         Raises:
             ConfigError: With no pool, or a pool shorter than the largest cap, or an
-                unknown signal.
+                unknown signal, or ``runs`` not aligned with ``pools``.
         """
         if signal not in _SIGNALS:
             raise ConfigError(f"probe_signal must be one of {', '.join(_SIGNALS)}, "
@@ -281,25 +317,41 @@ class CalibrationTable:
         need = max([probe, *caps])
         if any(len(p) < need for p in pools):
             raise ConfigError(f"every calibration pool needs {need} samples")
-        kinds = ("sequential",) if verifier else ("vote", "ac")
-        options = ["stop", *(f"{k}:{m}" for m in caps for k in kinds)]
+        offered = [k for k in (("sequential",) if verifier else ("vote", "ac")) if k in kinds]
+        runs = dict(runs or {})
+        if any(len(outcomes) != len(pools) for outcomes in runs.values()):
+            raise ConfigError("compute_optimal: every run option needs an outcome per pool")
+        options = ["stop", *(f"{k}:{m}" for m in caps for k in offered), *runs]
         table = cls(probe, verifier, options, prior=prior, queries=len(pools),
                     meta=dict(meta or {}), signal=signal)
         if signal != "agreement":
             table.edges = logprob_edges(
                 [probe_logprob([s.logprob for s in p[:probe]]) for p in pools
                  if not (verifier and any(s.correct for s in p[:probe]))], logprob_bins)
-        for pool in pools:
+        for i, pool in enumerate(pools):
             head = pool[:probe]
             b = table.bin_for([s.answer for s in head], [s.correct for s in head],
                               [s.logprob for s in head])
             row = table.cells.setdefault(b, {o: [0.0, 0.0, 0.0] for o in options})
             for o in options:
-                ok, tokens = option_outcome(o, pool, probe=probe, verifier=verifier, rule=rule)
+                if o in runs:
+                    ran = runs[o][i]
+                    if ran is None and b != "verified":
+                        continue  # to be run, and it failed: unknown, not a failure
+                    ok, tokens = ran if ran is not None else option_outcome(
+                        "stop", pool, probe=probe, verifier=verifier)
+                else:
+                    ok, tokens = option_outcome(o, pool, probe=probe, verifier=verifier,
+                                                rule=rule)
                 row[o][0] += ok
                 row[o][1] += 1
                 row[o][2] += tokens
         return table
+
+    @property
+    def run_options(self) -> list[str]:
+        """The options the calibration ran (``refine:R``, ``decompose``)."""
+        return [o for o in self.options if o.partition(":")[0] in _RUN]
 
     def share(self, b: str) -> float:
         """The calibration queries' share in bin ``b``."""
@@ -326,6 +378,8 @@ class CalibrationTable:
                                   f"compute_optimal: probe {b}: stop (a verified answer)")
         scored = []
         for o in self.options:
+            if not any(r[o][1] for r in self.cells.values() if o in r):
+                continue  # never observed (every calibration run of it failed)
             acc, tokens = self.expected(b, o)
             if cap is None or tokens <= cap or o == "stop":
                 scored.append((acc - price * tokens, -tokens, o, acc, tokens))
@@ -413,6 +467,12 @@ class ComputeOptimal:
             probe's calls for ``logprobs``; a server that sends none puts every query in
             bin ``lp?``.
         logprob_bins: Quantile bins of the probe's log-probability (3: terciles).
+        options: The kinds of option offered: ``stop`` (required), ``sequential`` (with a
+            verifier), ``vote`` and ``ac`` (without) at each cap in ``samples``; opt-in
+            ``refine`` (at each count in ``rounds``) and ``decompose``, which the
+            calibration must run (module docstring). The default is the sampling options
+            only, as before they existed.
+        rounds: Revisions of the ``refine:R`` options.
     """
 
     probe: int = 1
@@ -423,6 +483,8 @@ class ComputeOptimal:
     threshold: float = 0.95
     probe_signal: ProbeSignal = "agreement"
     logprob_bins: int = 3
+    options: tuple[str, ...] = _POOLED
+    rounds: tuple[int, ...] = (2,)
     name: str = "compute_optimal"
 
     def __post_init__(self) -> None:
@@ -439,6 +501,20 @@ class ComputeOptimal:
         if not 1 <= self.logprob_bins <= 10:
             raise ConfigError(f"compute_optimal needs 1 <= logprob_bins <= 10, "
                               f"got {self.logprob_bins}")
+        unknown = [k for k in self.options if k not in _KINDS]
+        if unknown or "stop" not in self.options:
+            raise ConfigError(f"compute_optimal options are kinds among {', '.join(_KINDS)}, "
+                              f"stop included; got {list(self.options)}")
+        if not self.rounds or any(not 1 <= r <= 16 for r in self.rounds):
+            raise ConfigError(f"compute_optimal needs refine rounds in 1..16, "
+                              f"got {list(self.rounds)}")
+
+    def run_options(self) -> list[str]:
+        """The options the calibration must run, not read off a pool (``refine:R``,
+        ``decompose``), in a stable order."""
+        runs = [f"refine:{r}" for r in sorted(set(self.rounds))] if "refine" in self.options \
+            else []
+        return [*runs, *(["decompose"] if "decompose" in self.options else [])]
 
     def allocate(self, difficulties: Sequence[float | None], total: int) -> list[int]:
         """Equal shares (the choice per query happens inside each run)."""

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stratagem.ablation import ResultsStore, RunRecord, parse_config, run_ablation
 from stratagem.budgets import CalibrationTable, LedgerStore
 
@@ -185,8 +187,6 @@ def test_logprob_bins_are_fitted_saved_and_unknown_is_not_a_value() -> None:
 
 
 def test_probe_signal_is_validated_in_the_config_and_the_policy() -> None:
-    import pytest
-
     from stratagem.budgets import ComputeOptimal
     from stratagem.errors import ConfigError
 
@@ -194,6 +194,15 @@ def test_probe_signal_is_validated_in_the_config_and_the_policy() -> None:
         ComputeOptimal(probe_signal="vibes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="logprob_bins"):
         ComputeOptimal(logprob_bins=0)
+    with pytest.raises(ConfigError, match="stop included"):
+        ComputeOptimal(options=("sequential", "decompose"))
+    with pytest.raises(ConfigError, match="refine rounds"):
+        ComputeOptimal(options=("stop", "refine"), rounds=(0,))
+    with pytest.raises(ConfigError):
+        _config(Path("unused"), options=["stop", "tree"])
+    assert ComputeOptimal(options=("stop", "refine", "decompose"), rounds=(3, 1)) \
+        .run_options() == ["refine:1", "refine:3", "decompose"]
+    assert ComputeOptimal().run_options() == []  # opt-in: the default runs nothing more
     with pytest.raises(ConfigError):
         _config(Path("unused"), probe_signal="vibes")
     with pytest.raises(ConfigError, match="difficulty_adaptive takes"):
@@ -205,3 +214,79 @@ def test_probe_signal_is_validated_in_the_config_and_the_policy() -> None:
     built = _config(Path("unused"), probe_signal="both", logprob_bins=4).grid.policies[1]
     assert built.build() == ComputeOptimal(calibration=24, probe_signal="both",
                                            logprob_bins=4)
+
+
+def _options_config(out: Path, **simulation: float) -> Any:
+    # Hard tasks (most probes fail) and a budget that fits any option: the choice goes to
+    # what the calibration found most accurate in the failed-probe bin.
+    return parse_config({
+        "name": "co", "output": str(out), "endpoint": {"backend": "simulated"},
+        "grid": {"topologies": [BO8], "budgets": [1000], "seeds": [0, 1],
+                 "policies": [{"name": "compute_optimal", "label": "co", "calibration": 24,
+                               "samples": [2, 4, 8], "rounds": [2],
+                               "options": ["stop", "sequential", "refine", "decompose"]}]},
+        "suites": [{"name": "arith", "n": 16, "depth": [1, 6]}],
+        "simulation": {"skill": -3.0, "difficulty_weight": 6.0, "token_weight": 0.0,
+                       **simulation},
+        "run": {"concurrency": 4, "split": {"solver": 1.0}},
+    })
+
+
+def _evaluated_choices(out: Path) -> dict[str, set[str]]:
+    """Options chosen per bin in the evaluated runs (calibration's forced runs left out)."""
+    with LedgerStore(out / "ledger.sqlite") as store:
+        reasons = [t.reason for t in store.transfers()
+                   if t.from_role == "policy" and "(forced" not in t.reason]
+    chosen: dict[str, set[str]] = {}
+    for reason in reasons:
+        _, probe, option = reason.split(": ")[:3]
+        chosen.setdefault(probe.removeprefix("probe "), set()).add(option.split(" ")[0])
+    return chosen
+
+
+def test_decompose_is_chosen_where_the_planted_bonus_makes_it_pay(tmp_path: Path) -> None:
+    helps = tmp_path / "helps"
+    asyncio.run(run_ablation(_options_config(helps, decompose_bonus=6.0, feedback_bonus=0.0)))
+    (saved,) = helps.glob("calibration-*.json")
+    table = CalibrationTable.load(saved)
+    assert table.options == ["stop", "sequential:2", "sequential:4", "sequential:8",
+                             "refine:2", "decompose"]
+    assert table.run_options == ["refine:2", "decompose"]
+    # Run, not read off the pool: on every calibration query whose probe failed, billed to
+    # the calibration (label phase) with the option named on every row.
+    failed = table.cells["agree1/1"]["stop"][1]
+    with LedgerStore(helps / "ledger.sqlite") as store:
+        rows = [e for e in store.entries() if e.labels.get("phase") == "calibration"]
+    decomposed = {e.run_id for e in rows if e.labels.get("option") == "decompose"}
+    assert len(decomposed) == failed and table.cells["agree1/1"]["decompose"][1] == failed
+    assert {e.role for e in rows if e.labels.get("option") == "decompose"} >= {
+        "decomposer", "solver"}
+    assert table.cells["agree1/1"]["decompose"][2] / failed == pytest.approx(
+        sum(e.total_tokens for e in rows if e.run_id in decomposed) / failed)
+    acc_dec, _ = table.expected("agree1/1", "decompose")
+    acc_seq, _ = table.expected("agree1/1", "sequential:8")
+    assert acc_dec > acc_seq + 0.15
+    assert _evaluated_choices(helps) == {"verified": {"stop"}, "agree1/1": {"decompose"}}
+    recs = _records(helps)
+    went = [r for r in recs if r.mode == "decompose"]
+    assert went and sum(r.correct for r in went) / len(went) > 0.8
+    # The design of the cell is what its table may choose (attribution encodes it so).
+    assert {r.roles_present for r in recs} == {"decomposer+solver+verifier"}
+
+    useless = tmp_path / "useless"
+    asyncio.run(run_ablation(_options_config(useless, decompose_bonus=0.0,
+                                             feedback_bonus=0.0)))
+    chosen = _evaluated_choices(useless)
+    assert "decompose" not in set().union(*chosen.values())
+    assert not [r for r in _records(useless) if r.mode == "decompose"]
+
+
+def test_refine_is_chosen_where_the_planted_feedback_bonus_makes_it_pay(
+        tmp_path: Path) -> None:
+    out = tmp_path / "refine"
+    asyncio.run(run_ablation(_options_config(out, decompose_bonus=0.0, feedback_bonus=6.0)))
+    assert _evaluated_choices(out) == {"verified": {"stop"}, "agree1/1": {"refine:2"}}
+    refined = [r for r in _records(out) if r.mode == "refine:2"]
+    assert refined and sum(r.correct for r in refined) / len(refined) > 0.8
+    # Each run revised the probe's answer (solver calls past the probe, no more samples).
+    assert all(r.calls >= 2 for r in refined)

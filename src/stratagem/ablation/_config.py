@@ -148,7 +148,7 @@ class PolicyConfig(_Strict):
     ``min_samples``, ``criterion``; its cap on samples is each voting topology's ``n``);
     ``"compute_optimal"`` those of :class:`~stratagem.budgets.ComputeOptimal` (``probe``,
     ``samples``, ``calibration``, ``cap``, ``prior``, ``threshold``, ``probe_signal``,
-    ``logprob_bins``). Defaults are the classes'.
+    ``logprob_bins``, ``options``, ``rounds``). Defaults are the classes'.
     """
 
     name: PolicyName
@@ -185,13 +185,18 @@ class PolicyConfig(_Strict):
     """compute_optimal: the probe's bins from answer agreement, token log-probability, or both."""
     logprob_bins: int | None = Field(default=None, ge=1, le=10)
     """compute_optimal: quantile bins of the probe's log-probability."""
+    options: list[Literal["stop", "sequential", "vote", "ac", "refine", "decompose"]] | None = \
+        Field(default=None, min_length=1)
+    """compute_optimal: the kinds of option offered (``refine``, ``decompose``: opt-in)."""
+    rounds: list[int] | None = Field(default=None, min_length=1)
+    """compute_optimal: revisions of its ``refine:R`` options."""
 
     _OWN: ClassVar[dict[str, tuple[str, ...]]] = {
         "uniform": (),
         "difficulty_adaptive": ("floor", "exponent", "skip_above", "skip_weight"),
         "adaptive_consistency": ("threshold", "batch", "min_samples", "criterion"),
         "compute_optimal": ("probe", "samples", "calibration", "cap", "prior", "threshold",
-                            "probe_signal", "logprob_bins"),
+                            "probe_signal", "logprob_bins", "options", "rounds"),
     }
 
     def params(self) -> dict[str, Any]:
@@ -217,8 +222,9 @@ class PolicyConfig(_Strict):
             return AdaptiveConsistency(**self.params())
         if self.name == "compute_optimal":
             params = self.params()
-            if "samples" in params:
-                params["samples"] = tuple(params["samples"])
+            for name in ("samples", "options", "rounds"):
+                if name in params:
+                    params[name] = tuple(params[name])
             return ComputeOptimal(**params)
         return DifficultyAdaptive(**self.params())
 

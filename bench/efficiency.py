@@ -28,7 +28,9 @@ Policies, each at a knob (per-task budgets ``--fractions`` x ``B``, ``B = N x --
   (stop / sample on to 2, 4 or 8) priced so the calibration mix spends the budget. The probe's
   bin comes from ``--probe-signal``: ``agreement`` (the default: verified, else the votes
   among the probe samples), ``logprob`` (verified, else the tercile of the probe's mean token
-  log-probability, which the server returns with ``logprobs``) or ``both``.
+  log-probability, which the server returns with ``logprobs``) or ``both``. ``--options``
+  offers more kinds (e.g. ``stop sequential refine decompose``; refine and decompose are run
+  on the calibration split, their tokens counted in its cost); the default is sampling only.
 
 Headline (``SUMMARY``): per policy, the cheapest cell whose accuracy is at least best-of-N's,
 and its mean billed tokens per task against best-of-N's (calibration tokens shown apart: they
@@ -41,6 +43,7 @@ Usage:
     python bench/efficiency.py [--suite words|connectivity] [--tasks 10] [--n 8]
         [--seeds 0 1000 2000] [--fractions 0.25 0.5 1] [--thresholds 0.8 0.95]
         [--few-shot 2] [--calibration 8] [--probe-signal agreement|logprob|both]
+        [--options stop sequential vote ac refine decompose]
         [--keep DIR] [--backend local|simulated]
 
 ``--backend simulated`` runs the same design on the simulated backend in seconds (for
@@ -124,6 +127,7 @@ def groups(args: argparse.Namespace, base: int, budgets: list[int]) -> dict[str,
         topology=bo, budgets=budgets, reallocation="none",
         policies=[{"name": "compute_optimal", "probe": args.probe, "samples": [2, 4, n],
                    "calibration": args.calibration, "probe_signal": args.probe_signal,
+                   **({"options": args.options} if args.options else {}),
                    "label": "compute_optimal"}])
     return out
 
@@ -190,6 +194,9 @@ def main() -> None:
                         default="agreement",
                         help="compute_optimal: the probe's bins from answer agreement, the "
                              "mean token log-probability, or both")
+    parser.add_argument("--options", nargs="+", default=None,
+                        choices=["stop", "sequential", "vote", "ac", "refine", "decompose"],
+                        help="compute_optimal: kinds of option offered (default: sampling)")
     parser.add_argument("--max-output", type=int, default=40)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=2, help="runs in flight")

@@ -1,4 +1,4 @@
-"""ComputeOptimal: choose per query how to go on sampling, from a cheap probe of it.
+"""ComputeOptimal: choose per query how to go on, from a cheap probe of it.
 
 Snell et al. 2024 ("Scaling LLM Test-Time Compute Optimally...") pick the test-time strategy
 per prompt from an estimate of its difficulty and report more than 4x the efficiency of
@@ -39,7 +39,10 @@ best-of-N. Here:
    over the same seeded samples. ``refine:r`` and ``decompose`` cannot be read off a pool:
    the calibration *runs* them, after the same probe, on every calibration query whose probe
    was not verified (a verified probe stops whatever was chosen), and their tokens (every
-   role's) count in the calibration cost reported apart. Expected accuracy per (bin, option)
+   role's, the probe's included, as for every option) count in the calibration cost reported
+   apart. (Grid seeds closer than the largest cap share samples between pools, branch ``i``
+   of seed ``s`` being branch ``i - 1`` of seed ``s + 1``, which a run option's calls do not:
+   use seeds far apart, as ``bench/efficiency.py`` does.) Expected accuracy per (bin, option)
    is the observed rate shrunk toward the option's rate over all bins (a Beta prior of
    weight ``prior``); expected tokens are the observed mean. :class:`CalibrationTable` is
    saved as JSON next to the results and reused.

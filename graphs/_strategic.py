@@ -15,6 +15,7 @@ answer, stopping when one is accepted) and ``decompose`` the ``decompose_solve``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -118,7 +119,9 @@ def compute_optimal(
             record_choice(ctx.client.ledger, state.get("run_id", ""), choice,
                           tokens=int(cap_tokens or choice.expected_tokens))
             update["plan"] = {"mode": choice.option, "rationale": choice.reason, "bin": b,
-                              "expected_accuracy": choice.expected_accuracy,
+                              # (None: a forced option the table has no figure for)
+                              "expected_accuracy": None if math.isnan(
+                                  choice.expected_accuracy) else choice.expected_accuracy,
                               "probe_logprob": probe_logprob(
                                   [c.get("mean_logprob") for c in candidates])}
             update["notes"] = [choice.reason]

@@ -66,3 +66,36 @@ def test_an_agreement_table_does_not_ask_for_logprobs() -> None:
 def test_a_forced_option_must_be_one_the_graph_can_run() -> None:
     with pytest.raises(ConfigError, match="cannot run option 'tree:2'"):
         compute_optimal(_table("agreement"), force="tree:2")
+
+
+def _run_option(option: str) -> tuple[Any, list[ChatRequest]]:
+    """A forced option after a failed probe, on a model that answers 2 when given earlier
+    steps or a critique, and 1 otherwise."""
+    def reply(messages: list[Message], request: ChatRequest) -> str:
+        text = "\n".join(str(m.get("content", "")) for m in messages)
+        if request.role == "decomposer":
+            return ('{"subtasks": [{"id": "1", "description": "first", "depends_on": []}, '
+                    '{"id": "2", "description": "second", "depends_on": ["1"]}]}')
+        return "Answer: 2" if "Earlier steps:" in text or "Feedback:" in text else "Answer: 1"
+
+    model = FunctionModel(reply)
+    table = _table("agreement")
+    result = run(compute_optimal(table, force=option), "q?",
+                 context=RunContext(client=ModelClient(model), verifier=_verifier))
+    return result, model.requests
+
+
+def test_decompose_runs_the_decomposition_and_answers_with_its_aggregate() -> None:
+    result, requests = _run_option("decompose")
+    assert [r.node for r in requests] == ["sample", "decompose", "subtask", "subtask",
+                                          "aggregate"]
+    assert result.state["answer"] == "2"  # the aggregate's, not the failed probe's
+    assert result.state["plan"]["mode"] == "decompose"
+
+
+def test_refine_revises_the_probe_against_the_verifier_until_accepted() -> None:
+    result, requests = _run_option("refine:3")
+    # The probe failed its check; one revision against that verdict passes it: stop there.
+    assert [r.node for r in requests] == ["sample", "revise"]
+    assert result.state["answer"] == "2"
+    assert result.state["stop_reason"] == "accepted by the judge"

@@ -106,8 +106,8 @@ class Completion:
         replayed: The reply was recorded by an earlier execution of the run and replayed
             (nothing was sent this time).
         mean_logprob: The mean token log-probability of the reply, when the call asked for
-            ``logprobs`` and the server sent them; ``None`` otherwise (unknown, not 0). The
-            ledger does not keep it, so a replayed reply has none.
+            ``logprobs`` and the server sent them; ``None`` otherwise (unknown, not 0). Kept
+            with the recorded reply (not in a ledger column), so a replayed reply has it too.
     """
 
     text: str
@@ -432,7 +432,7 @@ class ModelClient:
                 self._calibrate(backend, messages, response.text, usage)
             outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
                                       text=response.text, finish_reason=response.finish_reason,
-                                      model=response.model)
+                                      model=response.model, mean_logprob=response.mean_logprob)
             entry = await self._aclose(ctx, call, usage, status="ok",
                                        request_id=response.request_id, outcome=outcome)
             return _completion(response, usage, ctx, entry)
@@ -710,4 +710,5 @@ def _replayed(rec: Replayed, ctx: _CallContext) -> Completion:
         entry=last,
         attempts=rec.rows,
         replayed=True,
+        mean_logprob=rec.mean_logprob,
     )

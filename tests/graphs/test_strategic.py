@@ -99,3 +99,19 @@ def test_refine_revises_the_probe_against_the_verifier_until_accepted() -> None:
     assert [r.node for r in requests] == ["sample", "revise"]
     assert result.state["answer"] == "2"
     assert result.state["stop_reason"] == "accepted by the judge"
+
+
+def test_a_rerun_replays_the_probe_with_its_logprob_and_chooses_the_same() -> None:
+    from stratagem.budgets import TokenLedger
+
+    ledger = TokenLedger()
+    model = _model(-0.05)
+    graph = compute_optimal(_table("logprob"), price=2e-2)
+    first = run(graph, "q?", run_id="co1", context=RunContext(
+        client=ModelClient(model, ledger=ledger), verifier=_verifier))
+    sent = len(model.requests)
+    again = run(graph, "q?", run_id="co1", context=RunContext(
+        client=ModelClient(model, ledger=ledger), verifier=_verifier))
+    assert len(model.requests) == sent  # every call replayed, none sent again
+    assert again.state["plan"]["bin"] == first.state["plan"]["bin"] == "lp2/2"
+    assert again.state["plan"]["probe_logprob"] == -0.05

@@ -110,6 +110,8 @@ class ChatRequest:
         seed: Sampling seed, if the server supports it.
         stop: Stop sequences.
         stream: Stream the response (usage comes from the final chunk).
+        logprobs: Ask for the sampled tokens' log-probabilities (``"logprobs": true``), so the
+            response carries :attr:`ChatResponse.mean_logprob` when the server returns them.
         extra: Further request fields passed through unchanged.
         role: The role asking (metadata for backends such as the simulator; not sent).
         node: The graph node asking (metadata; not sent).
@@ -122,6 +124,7 @@ class ChatRequest:
     seed: int | None = None
     stop: Sequence[str] | None = None
     stream: bool = False
+    logprobs: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     role: str = ""
     node: str = ""
@@ -138,6 +141,9 @@ class ChatResponse:
         finish_reason: ``stop``, ``length``, ... as reported.
         request_id: The provider's request id, if any.
         model: The model name the server reported.
+        mean_logprob: The mean log-probability of the completion's tokens
+            (``choices[0].logprobs.content[i].logprob``), or ``None`` when the server sent
+            none (not asked, or not supported): unknown, never 0.
     """
 
     text: str
@@ -145,6 +151,7 @@ class ChatResponse:
     finish_reason: str | None = None
     request_id: str | None = None
     model: str | None = None
+    mean_logprob: float | None = None
 
 
 @runtime_checkable

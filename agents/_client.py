@@ -106,6 +106,9 @@ class Completion:
         attempts: Ledger rows of every attempt, failed ones included (the billed view).
         replayed: The reply was recorded by an earlier execution of the run and replayed
             (nothing was sent this time).
+        mean_logprob: The mean token log-probability of the reply, when the call asked for
+            ``logprobs`` and the server sent them; ``None`` otherwise (unknown, not 0). Kept
+            with the recorded reply (not in a ledger column), so a replayed reply has it too.
     """
 
     text: str
@@ -116,6 +119,7 @@ class Completion:
     entry: LedgerEntry
     attempts: tuple[LedgerEntry, ...] = field(default=())
     replayed: bool = False
+    mean_logprob: float | None = None
 
     @property
     def call_id(self) -> str:
@@ -311,12 +315,14 @@ class ModelClient:
         labels: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         allowance: int | None = None,
+        logprobs: bool = False,
     ) -> Completion:
         """Ask ``role``'s model for a completion, within budget, recording every attempt.
 
         ``allowance`` caps this call's own total (input estimate + output), e.g. a parallel
         branch's share reserved before a fan-out: the output cap is clamped to
-        ``allowance - input estimate``.
+        ``allowance - input estimate``. ``logprobs`` asks for the tokens' log-probabilities
+        (:attr:`Completion.mean_logprob`).
 
         Raises:
             BudgetExceeded: If the budget cannot fit even a minimal call (nothing is sent).
@@ -340,6 +346,7 @@ class ModelClient:
             seed=seed,
             stop=stop,
             stream=stream,
+            logprobs=logprobs,
             extra=dict(extra or {}),
             role=role,
             node=node,
@@ -418,7 +425,7 @@ class ModelClient:
                     if response.text else 0)
             outcome = Account.outcome(key, [*(r.call_id for r in ctx.rows), call.call_id],
                                       text=response.text, finish_reason=response.finish_reason,
-                                      model=response.model)
+                                      model=response.model, mean_logprob=response.mean_logprob)
             entry = await self._aclose(ctx, call, usage, status="ok",
                                        request_id=response.request_id, outcome=outcome)
             return _completion(response, usage, ctx, entry)
@@ -684,6 +691,7 @@ def _completion(
         role=ctx.role,
         entry=entry,
         attempts=tuple(ctx.rows),
+        mean_logprob=response.mean_logprob,
     )
 
 
@@ -704,4 +712,5 @@ def _replayed(rec: Replayed, ctx: _CallContext) -> Completion:
         entry=last,
         attempts=rec.rows,
         replayed=True,
+        mean_logprob=rec.mean_logprob,
     )

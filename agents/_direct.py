@@ -15,11 +15,16 @@ tests/agents/test_transport.py run against both):
   that broke after the request left, or a read timeout, may have been billed (``billed``);
 * a 200 whose body is not a chat completion is a malformed reply (billed);
 * a stream cut short keeps the text that arrived (``partial_text``) and any usage it had.
+
+Token log-probabilities (asked with ``"logprobs": true``) are read from
+``choices[0].logprobs.content[i].logprob``, in a plain reply and in every chunk of a stream
+alike, and averaged into :attr:`ChatResponse.mean_logprob` (:func:`token_logprobs`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -34,7 +39,7 @@ from stratagem.agents._backend import ChatResponse
 from stratagem.budgets import Usage
 from stratagem.errors import ContextLengthExceeded, ModelError, TransientModelError
 
-__all__ = ["DirectSession", "retry_after", "usage_from_dict"]
+__all__ = ["DirectSession", "mean_or_none", "retry_after", "token_logprobs", "usage_from_dict"]
 
 
 def usage_from_dict(raw: object) -> Usage | None:
@@ -54,6 +59,43 @@ def usage_from_dict(raw: object) -> Usage | None:
     if reasoning is not None:
         reasoning = min(reasoning, completion)
     return Usage(prompt, completion, cached, reasoning, "provider")
+
+
+def _field(obj: object, name: str) -> object:
+    """``obj[name]`` of a dict, or ``obj.name`` of an SDK object (``None`` if absent)."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def token_logprobs(logprobs: object) -> list[float]:
+    """The tokens' log-probabilities in a choice's ``logprobs`` object.
+
+    ``logprobs`` is ``{"content": [{"token": ..., "logprob": ...}, ...]}`` as OpenAI and
+    llama.cpp send it (a dict, or the SDK's object). Entries without a finite number are
+    left out: a missing value is unknown, not 0.
+
+    Example:
+        >>> token_logprobs({"content": [{"logprob": -0.5}, {"logprob": None}, {"logprob": -1}]})
+        [-0.5, -1.0]
+        >>> token_logprobs(None)
+        []
+    """
+    content = _field(logprobs, "content")
+    if not isinstance(content, list | tuple):
+        return []
+    found = []
+    for entry in content:
+        value = _field(entry, "logprob")
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            found.append(float(value))
+    return found
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    """The mean of ``values``, or ``None`` for none (unknown, not 0)."""
+    return sum(values) / len(values) if values else None
 
 
 def _count(value: object) -> int:
@@ -208,6 +250,7 @@ class DirectSession:
             finish_reason=_str_or_none(choice.get("finish_reason")),
             request_id=request_id,
             model=model if isinstance(model, str) else None,
+            mean_logprob=mean_or_none(token_logprobs(choice.get("logprobs"))),
         )
 
     def _malformed(self, detail: str, request_id: str | None) -> TransientModelError:
@@ -217,6 +260,7 @@ class DirectSession:
     async def _stream(self, response: aiohttp.ClientResponse,
                       request_id: str | None) -> ChatResponse:
         parts: list[str] = []
+        logprobs: list[float] = []
         usage: Usage | None = None
         finish: str | None = None
         model: str | None = None
@@ -243,6 +287,8 @@ class DirectSession:
                     content = delta.get("content") if isinstance(delta, dict) else None
                     if content and isinstance(content, str):
                         parts.append(content)
+                    # (each chunk carries the log-probabilities of its own tokens)
+                    logprobs += token_logprobs(choice.get("logprobs"))
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
         except (ValueError, aiohttp.ClientError, TimeoutError) as exc:
@@ -255,7 +301,8 @@ class DirectSession:
         if finish is None and usage is None:
             raise TransientModelError(f"{self.endpoint}: stream ended before it finished",
                                       request_id=request_id, partial_text="".join(parts))
-        return ChatResponse("".join(parts), usage, finish, request_id, model)
+        return ChatResponse("".join(parts), usage, finish, request_id, model,
+                            mean_or_none(logprobs))
 
     def _status_error(self, status: int, raw: bytes, headers: Mapping[str, str],
                       request_id: str | None) -> ModelError:

@@ -10,6 +10,13 @@ Backend quirks, verified against llama-cpp-python 0.3.36 (see the ``LOCAL_*`` co
 * ``usage`` is reported on non-streaming responses only, with no cached/reasoning details.
 * The response's ``model`` echoes whatever the request named, and unknown names are silently
   served by the default model: record the alias you asked for, not a validated name.
+* Token log-probabilities come back as ``choices[0].logprobs.content[i].logprob`` (in every
+  chunk when streaming) only when the request sets ``"logprobs": true`` *and*
+  ``top_logprobs`` (0 is enough): with ``logprobs`` alone the server sends ``"logprobs":
+  null``. :class:`~stratagem.agents.OpenAIBackend` sends ``top_logprobs: 0`` with every
+  ``logprobs`` request. The server starts with ``logits_all`` on (its default), which they
+  need; computing them costs CPU per token (a log-softmax over the vocabulary), so ask only
+  where they are used (a probe).
 
 Lifetime of the child process: :meth:`LocalModelServer.stop` sends SIGTERM to the child's process
 group, then SIGKILL after a grace period. It runs on ``with`` exit (including Ctrl-C), at

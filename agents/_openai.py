@@ -29,7 +29,7 @@ from stratagem.agents._backend import (
     capabilities_for,
     detect_backend,
 )
-from stratagem.agents._direct import DirectSession, retry_after
+from stratagem.agents._direct import DirectSession, mean_or_none, retry_after, token_logprobs
 from stratagem.agents._loops import PerLoop
 from stratagem.budgets import Usage
 from stratagem.errors import ConfigError, ContextLengthExceeded, ModelError, TransientModelError
@@ -222,6 +222,12 @@ class OpenAIBackend:
             body["stop"] = list(request.stop)
         body.update(self._extra_body)
         body.update(request.extra)
+        if request.logprobs:
+            body["logprobs"] = True
+            # llama-cpp-python's server computes log-probabilities only when top_logprobs is
+            # set (0.3.x: ``logprobs=top_logprobs if logprobs else None``); 0 is valid for
+            # OpenAI too (no alternatives, the sampled token's value only).
+            body.setdefault("top_logprobs", 0)
         if request.stream:
             body["stream"] = True
             # Usage must come back; other stream options of the caller's are kept (vLLM's
@@ -281,6 +287,7 @@ class OpenAIBackend:
             finish_reason=choice.finish_reason,
             request_id=request_id,
             model=completion.model,
+            mean_logprob=mean_or_none(token_logprobs(getattr(choice, "logprobs", None))),
         )
 
     def _connection_error(self, exc: openai.APIConnectionError) -> TransientModelError:
@@ -308,6 +315,7 @@ class OpenAIBackend:
 
     async def _stream(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> ChatResponse:
         parts: list[str] = []
+        logprobs: list[float] = []
         usage: Usage | None = None
         finish: str | None = None
         model: str | None = None
@@ -334,6 +342,7 @@ class OpenAIBackend:
                             continue
                         if choice.delta and choice.delta.content:
                             parts.append(choice.delta.content)
+                        logprobs += token_logprobs(getattr(choice, "logprobs", None))
                         if choice.finish_reason:
                             finish = choice.finish_reason
         except (openai.APIError, httpx2.HTTPError, ValueError, aiohttp.ClientError) as exc:
@@ -352,7 +361,8 @@ class OpenAIBackend:
                 request_id=request_id,
                 partial_text="".join(parts),
             )
-        return ChatResponse("".join(parts), usage, finish, request_id, model)
+        return ChatResponse("".join(parts), usage, finish, request_id, model,
+                            mean_or_none(logprobs))
 
     def _status_error(self, exc: openai.APIStatusError) -> ModelError:
         status = exc.status_code

@@ -56,6 +56,8 @@ class Solution(RoleOutput):
     """The extracted final answer (see :func:`extract_answer`)."""
     text: str
     """The full reply, reasoning included."""
+    mean_logprob: float | None = None
+    """The reply's mean token log-probability, when asked for and sent (``None``: unknown)."""
 
 
 @runtime_checkable
@@ -80,6 +82,7 @@ class Solver(Protocol):
         labels: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         allowance: int | None = None,
+        logprobs: bool = False,
     ) -> Solution:
         """Solve ``task``.
 
@@ -99,6 +102,10 @@ class Solver(Protocol):
             labels: Labels put on every ledger row of the call.
             extra: Provider-specific request fields.
             allowance: A cap on this call's own total tokens (a branch's reserved share).
+            logprobs: Ask for the reply's token log-probabilities
+                (:attr:`Solution.mean_logprob`; a probe's difficulty signal). Graphs pass it
+                only when they want it, so a solver without this parameter still works
+                everywhere else.
         """
         ...
 
@@ -160,6 +167,7 @@ class LLMSolver:
         labels: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         allowance: int | None = None,
+        logprobs: bool = False,
     ) -> Solution:
         """Solve ``task`` (see :meth:`Solver.solve`)."""
         steps = "\n".join(
@@ -181,7 +189,8 @@ class LLMSolver:
         completion = await client.complete(
             messages, role=self.role, node=node, branch=branch, max_output=self.max_output,
             temperature=temperature, seed=seed, stop=stop, stream=stream, task_id=task_id,
-            labels=labels, extra=extra, allowance=allowance,
+            labels=labels, extra=extra, allowance=allowance, logprobs=logprobs,
         )
-        solution = Solution(answer=extract_answer(completion.text), text=completion.text)
+        solution = Solution(answer=extract_answer(completion.text), text=completion.text,
+                            mean_logprob=completion.mean_logprob)
         return solution.from_completions(completion)

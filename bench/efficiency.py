@@ -25,7 +25,12 @@ Policies, each at a knob (per-task budgets ``--fractions`` x ``B``, ``B = N x --
   verifier, as it would on a task without one.
 * **compute_optimal**: a probe of ``--probe`` sample(s) per query, a table fitted on
   ``--calibration`` tasks drawn apart from the evaluated ones, and a choice per query
-  (stop / sample on to 2, 4 or 8) priced so the calibration mix spends the budget.
+  (stop / sample on to 2, 4 or 8) priced so the calibration mix spends the budget. The probe's
+  bin comes from ``--probe-signal``: ``agreement`` (the default: verified, else the votes
+  among the probe samples), ``logprob`` (verified, else the tercile of the probe's mean token
+  log-probability, which the server returns with ``logprobs``) or ``both``. ``--options``
+  offers more kinds (e.g. ``stop sequential refine decompose``; refine and decompose are run
+  on the calibration split, their tokens counted in its cost); the default is sampling only.
 
 Headline (``SUMMARY``): per policy, the cheapest cell whose accuracy is at least best-of-N's,
 and its mean billed tokens per task against best-of-N's (calibration tokens shown apart: they
@@ -37,7 +42,9 @@ adaptive_consistency.
 Usage:
     python bench/efficiency.py [--suite words|connectivity] [--tasks 10] [--n 8]
         [--seeds 0 1000 2000] [--fractions 0.25 0.5 1] [--thresholds 0.8 0.95]
-        [--few-shot 2] [--calibration 8] [--keep DIR] [--backend local|simulated]
+        [--few-shot 2] [--calibration 8] [--probe-signal agreement|logprob|both]
+        [--options stop sequential vote ac refine decompose]
+        [--keep DIR] [--backend local|simulated]
 
 ``--backend simulated`` runs the same design on the simulated backend in seconds (for
 checking the benchmark itself; its figures are SIMULATED and say nothing about the model).
@@ -119,7 +126,9 @@ def groups(args: argparse.Namespace, base: int, budgets: list[int]) -> dict[str,
     out["compute_optimal"] = dict(
         topology=bo, budgets=budgets, reallocation="none",
         policies=[{"name": "compute_optimal", "probe": args.probe, "samples": [2, 4, n],
-                   "calibration": args.calibration, "label": "compute_optimal"}])
+                   "calibration": args.calibration, "probe_signal": args.probe_signal,
+                   **({"options": args.options} if args.options else {}),
+                   "label": "compute_optimal"}])
     return out
 
 
@@ -181,6 +190,13 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=1, help="compute_optimal probe samples")
     parser.add_argument("--calibration", type=int, default=8,
                         help="compute_optimal calibration tasks (drawn apart)")
+    parser.add_argument("--probe-signal", choices=["agreement", "logprob", "both"],
+                        default="agreement",
+                        help="compute_optimal: the probe's bins from answer agreement, the "
+                             "mean token log-probability, or both")
+    parser.add_argument("--options", nargs="+", default=None,
+                        choices=["stop", "sequential", "vote", "ac", "refine", "decompose"],
+                        help="compute_optimal: kinds of option offered (default: sampling)")
     parser.add_argument("--max-output", type=int, default=40)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=2, help="runs in flight")

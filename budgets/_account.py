@@ -106,6 +106,7 @@ class Replayed:
         finish_reason: As the server reported it.
         model: The model that answered.
         error: ``{"type": ..., "message": ...}`` when the call failed after every retry.
+        mean_logprob: The reply's mean token log-probability, if it was asked for and sent.
     """
 
     rows: tuple[LedgerEntry, ...]
@@ -113,6 +114,7 @@ class Replayed:
     finish_reason: str | None
     model: str | None
     error: dict[str, Any] | None
+    mean_logprob: float | None = None
 
 
 @dataclass
@@ -579,7 +581,8 @@ class Account:
             return None  # a row is missing (another ledger file): ask again
         self._charge_recorded(rows)
         return Replayed(rows, str(outcome.get("text", "")), outcome.get("finish_reason"),
-                        outcome.get("model"), outcome.get("error"))
+                        outcome.get("model"), outcome.get("error"),
+                        outcome.get("mean_logprob"))
 
     def remember_failure(self, key: str | None, call_ids: Iterable[str],
                          error: BaseException) -> None:
@@ -594,14 +597,18 @@ class Account:
 
     @staticmethod
     def outcome(key: str | None, call_ids: Iterable[str], *, text: str,
-                finish_reason: str | None, model: str | None) -> tuple[str, dict[str, Any]] | None:
+                finish_reason: str | None, model: str | None,
+                mean_logprob: float | None = None) -> tuple[str, dict[str, Any]] | None:
         """What :meth:`close_call` stores for a logical call that got its reply."""
         if key is None:
             return None
         # Stored redacted like every other output: a reply that echoed a secret replays
         # with the secret masked.
-        return key, {"call_ids": list(call_ids), "text": redact(text),
-                     "finish_reason": finish_reason, "model": model, **_position_fields()}
+        stored = {"call_ids": list(call_ids), "text": redact(text),
+                  "finish_reason": finish_reason, "model": model, **_position_fields()}
+        if mean_logprob is not None:  # (a probe's signal: the same bin on a resume)
+            stored["mean_logprob"] = mean_logprob
+        return key, stored
 
     def _replies(self) -> dict[str, dict[str, Any]]:
         if self._run.replies is None:

@@ -66,6 +66,10 @@ class RunContext:
             Planner, decomposer and judge calls keep the server's default.
         seed: Base seed; branch ``i`` uses ``seed + i`` so runs are reproducible.
         labels: Extra labels for every ledger row of the run.
+        logprob_samples: Parallel solver samples of branch below this ask for their token
+            log-probabilities (``Candidate.mean_logprob``): a probe's samples, when a probe
+            signal is fitted on a calibration split. They cost CPU on some servers, so only
+            those that are read are asked.
     """
 
     client: ModelClient
@@ -79,6 +83,7 @@ class RunContext:
     temperature: float | None = 0.8
     seed: int | None = 0
     labels: dict[str, str] = field(default_factory=dict)
+    logprob_samples: int = 0
 
     @property
     def account(self) -> Account:

@@ -40,11 +40,13 @@ def fan_out(
     *,
     node: str = "sample",
     revise: Sequence[int] = (),
+    logprobs: bool = False,
 ) -> list[Send]:
     """``n`` Sends to ``node``, each with its allowance (solver budget left / n).
 
     With ``revise``, each Send refines one existing candidate (its answer and the latest
-    critique go along), for tree search.
+    critique go along), for tree search. With ``logprobs`` each sample asks for its token
+    log-probabilities (so do branches below ``ctx.logprob_samples``).
     """
     budget = ctx.budget
     left = None if budget is None else budget.remaining("solver")
@@ -64,6 +66,8 @@ def fan_out(
             "round": state.get("round", 0),
             "parent": None,
         }
+        if logprobs or branch < ctx.logprob_samples:
+            payload["logprobs"] = True
         if revise:
             parent = revise[k % len(revise)]
             payload["parent"] = parent
@@ -78,16 +82,20 @@ async def sample(inp: BranchInput, runtime: Runtime[RunContext]) -> dict[str, An
 
     @stratagem_node
     async def sample_branch(inp: BranchInput, ctx: RunContext) -> dict[str, Any]:
+        # (only when asked: a user's solver need not take the parameter otherwise)
+        asked: dict[str, Any] = {"logprobs": True} if inp.get("logprobs") else {}
         solution = await ctx.solver.solve(
             ctx.client, inp["task"], node="sample", branch=inp["branch"],
             temperature=inp.get("temperature"), seed=inp.get("seed"),
             previous=inp.get("previous"), feedback=inp.get("feedback"),
-            allowance=inp.get("allowance"), **ctx.extra(),
+            allowance=inp.get("allowance"), **ctx.extra(), **asked,
         )
         candidate: Candidate = {
             "answer": solution.answer, "text": solution.text, "branch": inp["branch"],
             "round": inp.get("round", 0), "parent": inp.get("parent"),
         }
+        if inp.get("logprobs"):
+            candidate["mean_logprob"] = getattr(solution, "mean_logprob", None)
         return {"candidates": [candidate], **accepted(solution)}
 
     update = await sample_branch(inp, runtime)

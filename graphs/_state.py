@@ -57,6 +57,8 @@ class Candidate(TypedDict, total=False):
     """The refinement round or tree depth that produced it."""
     parent: int | None
     """Index of the candidate it refines (tree search), if any."""
+    mean_logprob: float | None
+    """The reply's mean token log-probability, when it was asked for (``None``: unknown)."""
 
 
 class CandidateVerdict(VerdictDict):
@@ -133,3 +135,5 @@ class BranchInput(TypedDict, total=False):
     feedback: str | None
     round: int
     parent: int | None
+    logprobs: bool
+    """Ask the solver for the reply's token log-probabilities."""

@@ -82,9 +82,17 @@ def design_roles(topology: str, params: Mapping[str, Any] | None = None, *,
         elif mode in ("parallel", "sequential"):
             roles.add(judge)
     elif topology == "compute_optimal":
+        # Its design is what its table may choose, whichever option a query got.
         table = params.get("table")
-        if isinstance(table, Mapping) and table.get("verifier"):
+        checked = isinstance(table, Mapping) and bool(table.get("verifier"))
+        options = [str(o) for o in table.get("options", ())] \
+            if isinstance(table, Mapping) else []
+        if checked:
             roles.add("verifier")
+        if "decompose" in options:
+            roles.add("decomposer")
+        if not checked and any(o.startswith("refine:") for o in options):
+            roles.add("judge")
     elif topology not in TOPOLOGIES:
         raise ConfigError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
     return tuple(r for r in DESIGN_ROLE_ORDER if r in roles)

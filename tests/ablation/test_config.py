@@ -87,6 +87,9 @@ feedback_bonus = 0.25
 judge_accuracy = 0.9
 answer_tokens = 64
 judge_tokens = 32
+logprob_base = 0.1
+logprob_weight = 2.5
+logprob_noise = 0.05
 """
 
 
@@ -164,7 +167,8 @@ def test_every_table_and_field_is_read_from_toml(tmp_path: Path) -> None:
     assert cfg.simulation.model_dump() == {
         "skill": 0.5, "difficulty_weight": 2.0, "token_weight": 0.3, "plan_bonus": 0.1,
         "decompose_bonus": 0.2, "feedback_bonus": 0.25, "judge_accuracy": 0.9,
-        "answer_tokens": 64, "judge_tokens": 32,
+        "answer_tokens": 64, "judge_tokens": 32, "logprob_base": 0.1,
+        "logprob_weight": 2.5, "logprob_noise": 0.05,
     }
 
 

@@ -72,7 +72,8 @@ def test_a_judged_run_writes_verdicts_of_that_shape() -> None:
 
 
 # What ModelClient.complete takes that is the caller's business, not the role's own.
-_ROLE_OWNED = {"self", "messages", "role", "max_output"}
+# (``logprobs`` is a probe's signal of the solver's replies: only the solver takes it.)
+_ROLE_OWNED = {"self", "messages", "role", "max_output", "logprobs"}
 _CALL_OPTIONS = set(inspect.signature(ModelClient.complete).parameters) - _ROLE_OWNED
 
 
@@ -88,3 +89,5 @@ def test_role_methods_name_every_keyword(method: Any) -> None:
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in params.values())
     named = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert named >= _CALL_OPTIONS, _CALL_OPTIONS - named
+    if method in (Solver.solve, LLMSolver.solve):
+        assert "logprobs" in named

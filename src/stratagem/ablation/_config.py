@@ -147,8 +147,8 @@ class PolicyConfig(_Strict):
     :class:`~stratagem.budgets.AdaptiveConsistency` (``threshold``, ``batch``,
     ``min_samples``, ``criterion``; its cap on samples is each voting topology's ``n``);
     ``"compute_optimal"`` those of :class:`~stratagem.budgets.ComputeOptimal` (``probe``,
-    ``samples``, ``calibration``, ``cap``, ``prior``, ``threshold``). Defaults are the
-    classes'.
+    ``samples``, ``calibration``, ``cap``, ``prior``, ``threshold``, ``probe_signal``,
+    ``logprob_bins``, ``options``, ``rounds``). Defaults are the classes'.
     """
 
     name: PolicyName
@@ -181,12 +181,22 @@ class PolicyConfig(_Strict):
     """compute_optimal: a run's hard cap, as a multiple of the cell's budget per task."""
     prior: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """compute_optimal: shrinkage weight of the calibration table."""
+    probe_signal: Literal["agreement", "logprob", "both"] | None = None
+    """compute_optimal: the probe's bins from answer agreement, token log-probability, or both."""
+    logprob_bins: int | None = Field(default=None, ge=1, le=10)
+    """compute_optimal: quantile bins of the probe's log-probability."""
+    options: list[Literal["stop", "sequential", "vote", "ac", "refine", "decompose"]] | None = \
+        Field(default=None, min_length=1)
+    """compute_optimal: the kinds of option offered (``refine``, ``decompose``: opt-in)."""
+    rounds: list[int] | None = Field(default=None, min_length=1)
+    """compute_optimal: revisions of its ``refine:R`` options."""
 
     _OWN: ClassVar[dict[str, tuple[str, ...]]] = {
         "uniform": (),
         "difficulty_adaptive": ("floor", "exponent", "skip_above", "skip_weight"),
         "adaptive_consistency": ("threshold", "batch", "min_samples", "criterion"),
-        "compute_optimal": ("probe", "samples", "calibration", "cap", "prior", "threshold"),
+        "compute_optimal": ("probe", "samples", "calibration", "cap", "prior", "threshold",
+                            "probe_signal", "logprob_bins", "options", "rounds"),
     }
 
     def params(self) -> dict[str, Any]:
@@ -212,8 +222,9 @@ class PolicyConfig(_Strict):
             return AdaptiveConsistency(**self.params())
         if self.name == "compute_optimal":
             params = self.params()
-            if "samples" in params:
-                params["samples"] = tuple(params["samples"])
+            for name in ("samples", "options", "rounds"):
+                if name in params:
+                    params[name] = tuple(params[name])
             return ComputeOptimal(**params)
         return DifficultyAdaptive(**self.params())
 

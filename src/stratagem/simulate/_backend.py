@@ -13,6 +13,13 @@ with probability ``judge_accuracy``; the planner picks a mode from the difficult
 decomposer splits the task into a short chain. Draws are seeded by the request (its seed and
 content), so the same run gives the same result. Rows it produces are labelled ``simulated``
 (backend and model names), and reports say so.
+
+A request that asks for ``logprobs`` gets a planted mean token log-probability: for a solver
+call ``-(logprob_base + logprob_weight * (1 - p)) + logprob_noise * z``, ``p`` the call's
+planted probability of being correct and ``z`` a standard normal drawn from its own seeded
+stream (so asking for log-probabilities changes no answer). The harder the task, the lower the
+value: the difficulty signal a probe can read. Other roles get ``-logprob_base`` plus noise
+(values are capped at 0).
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ class SimEffects(BaseModel):
         judge_accuracy: Probability the judge's verdict matches the truth.
         answer_tokens: Typical completion length of a solver call (tokens).
         judge_tokens: Typical completion length of a judge call.
+        logprob_base: Minus the mean token log-probability of a sure answer.
+        logprob_weight: Mean token log-probability lost per unit of the call's planted
+            probability of being wrong (0: no signal in the log-probabilities).
+        logprob_noise: Standard deviation of the noise on a call's mean log-probability.
     """
 
     # Strict, as the config's ``[simulation]`` table it validates: "0.5" is refused, not read.
@@ -66,6 +77,9 @@ class SimEffects(BaseModel):
     judge_accuracy: float = Field(default=0.85, ge=0, le=1)
     answer_tokens: int = Field(default=96, ge=1)
     judge_tokens: int = Field(default=48, ge=1)
+    logprob_base: float = Field(default=0.2, ge=0)
+    logprob_weight: float = Field(default=1.5, ge=0)
+    logprob_noise: float = Field(default=0.15, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +173,15 @@ class SimulatedModel:
         completion = max(1, min(request.max_output, int(natural * (0.75 + 0.5 * rng.random()))))
         finish = "length" if completion >= request.max_output else "stop"
         usage = Usage(count_chat_tokens(request.messages, "gpt-4"), completion, None, None)
-        return ChatResponse(text, usage, finish, None, self.model)
+        logprob = None
+        if request.logprobs:
+            wrong = 1 - self.p_correct(task, request, text_in) if role not in (
+                "planner", "decomposer", "judge") and task is not None else 0.0
+            e = self.effects
+            z = self._rng(request, "logprob").gauss(0.0, 1.0)
+            logprob = min(0.0, -(e.logprob_base + e.logprob_weight * wrong)
+                          + e.logprob_noise * z)
+        return ChatResponse(text, usage, finish, None, self.model, logprob)
 
     # -- roles -----------------------------------------------------------------------------
 

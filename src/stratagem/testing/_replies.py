@@ -41,6 +41,10 @@ class FakeReply:
         reasoning_tokens: Reported as ``completion_tokens_details.reasoning_tokens``; ``None``
             omits the details object.
         finish_reason: ``None`` means ``"stop"``, or ``"length"`` when the cap truncated.
+        logprobs: The log-probability of each word of ``content`` (a sequence, one per word;
+            or one number for every word), sent as ``choices[0].logprobs.content`` (per
+            chunk when streamed) when the request asks with ``"logprobs": true``; ``None``
+            sends ``"logprobs": null``, as a server without them does.
     """
 
     content: str = ""
@@ -49,6 +53,7 @@ class FakeReply:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     finish_reason: FinishReason | None = None
+    logprobs: Sequence[float | None] | float | None = None
 
 
 Responder: TypeAlias = Callable[[dict[str, Any]], FakeReply | str]
@@ -173,6 +178,8 @@ class Completion:
     content: str
     usage: FakeUsage
     finish_reason: FinishReason
+    logprobs: tuple[float | None, ...] | None = None
+    """Per word of ``content``, when asked for and the reply has them."""
 
 
 def output_cap(body: Mapping[str, Any], honours: Sequence[str]) -> int | None:
@@ -213,7 +220,23 @@ def complete(
         content = " ".join(words[: max(cap - (reasoning or 0), 0)])
         completion, finish = cap, "length"
     usage = FakeUsage(prompt, completion, reply.cached_tokens, reasoning)
-    return Completion(completion_id, created, model, content, usage, finish)
+    logprobs: tuple[float | None, ...] | None = None
+    if body.get("logprobs") is True and reply.logprobs is not None:
+        kept = len(content.split())
+        if isinstance(reply.logprobs, int | float):
+            logprobs = (float(reply.logprobs),) * kept
+        else:
+            logprobs = tuple(reply.logprobs)[:kept]
+    return Completion(completion_id, created, model, content, usage, finish, logprobs)
+
+
+def logprobs_json(words: Sequence[str], values: Sequence[float | None] | None) -> Any:
+    """A choice's ``logprobs`` object for ``words`` (``None`` when not sent)."""
+    if values is None:
+        return None
+    return {"content": [{"token": w, "logprob": v, "bytes": None, "top_logprobs": []}
+                        for w, v in zip(words, values, strict=False)],
+            "refusal": None}
 
 
 def _envelope(obj: str, c: Completion) -> dict[str, Any]:
@@ -233,7 +256,7 @@ def completion_json(c: Completion, *, with_usage: bool) -> dict[str, Any]:
         {
             "index": 0,
             "message": {"role": "assistant", "content": c.content, "refusal": None},
-            "logprobs": None,
+            "logprobs": logprobs_json(c.content.split(), c.logprobs),
             "finish_reason": c.finish_reason,
         }
     ]
@@ -249,16 +272,20 @@ def stream_chunks(c: Completion, *, with_usage: bool) -> list[dict[str, Any]]:
     ``with_usage``) OpenAI's extra chunk with ``choices: []`` and the usage.
     """
 
-    def chunk(delta: dict[str, Any], finish: FinishReason | None = None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish: FinishReason | None = None,
+              logprobs: Any = None) -> dict[str, Any]:
         data = _envelope("chat.completion.chunk", c)
-        data["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        data["choices"] = [{"index": 0, "delta": delta, "logprobs": logprobs,
+                            "finish_reason": finish}]
         if with_usage:
             data["usage"] = None
         return data
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     for i, word in enumerate(c.content.split()):
-        chunks.append(chunk({"content": word if i == 0 else " " + word}))
+        own = None if c.logprobs is None or i >= len(c.logprobs) else c.logprobs[i:i + 1]
+        chunks.append(chunk({"content": word if i == 0 else " " + word},
+                            logprobs=logprobs_json([word], own)))
     chunks.append(chunk({}, c.finish_reason))
     if with_usage:
         final = _envelope("chat.completion.chunk", c)

@@ -88,8 +88,9 @@ def best_of_n(
     policy in the run context, a low best score grants extra samples, up to ``max_rounds``
     rounds of sampling in all. ``judge`` says which pointwise judge scores with
     ``select="judge"``: ``reasoning`` (the run context's judge, which reasons before it
-    scores) or ``outcome`` (its ``outcome_judge``, which writes the score only). Sampling
-    does not depend on it: the same seeds and budget give both the same candidates.
+    scores) or ``outcome`` (its ``outcome_judge``, which writes the score only). The first
+    round's sampling does not depend on it: the same seeds and budget give both the same
+    candidates (later rounds, under a reallocation policy, follow the judge's scores).
 
     Raises:
         ConfigError: For ``n`` or ``max_rounds`` out of range, or an unknown selection.

@@ -41,6 +41,14 @@ def test_the_interval_is_scipys_paired_t_interval() -> None:
     assert e.estimate == pytest.approx(float(np.mean(t - c)))
 
 
+def test_pairs_that_all_agree_get_the_exact_bound_not_a_zero_width_interval() -> None:
+    e = paired_effect([1, 0, 0] * 14, [1, 0, 0] * 14)
+    ref = stats.beta.ppf(0.975, 1, 42)  # Clopper-Pearson upper bound for 0 of 42
+    assert e.sd == 0 and (e.low, e.high) == pytest.approx((-ref, ref))
+    assert ref == pytest.approx(0.0841, abs=1e-4)
+    assert paired_effect([1] * 10, [0] * 10).high == 1.0  # clipped
+
+
 def test_one_pair_has_no_interval_and_unequal_sides_are_refused() -> None:
     e = paired_effect([1], [0])
     assert e.estimate == 1 and math.isnan(e.low) and math.isnan(e.high)

@@ -6,7 +6,11 @@ The statistics (tested against scipy/statsmodels reference values):
   seed (and every grid variable neither side selects: :meth:`Claim.pair_keys`). With
   ``d_i = success_t - success_c`` over the ``n`` pairs, the effect is ``mean(d)`` and its 95%
   interval the paired t interval ``mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n)`` (``sd``
-  with ``n - 1`` in the denominator), the interval of :func:`scipy.stats.ttest_rel`.
+  with ``n - 1`` in the denominator), the interval of :func:`scipy.stats.ttest_rel`. When
+  every pair differs by the same amount (``sd = 0``, e.g. both sides right on the same tasks)
+  that interval has no width, which n pairs cannot justify: the interval is then
+  ``mean(d) +- (1 - 0.025^(1/n))``, the exact (Clopper-Pearson) 97.5% upper bound on the share
+  of pairs that could still disagree when none of the n did (clipped to [-1, 1]).
 * **Verdict.** ``better``: supported if the interval is above 0, contradicted if below,
   inconclusive otherwise. ``equivalent``: supported if the interval lies inside
   ``[-margin, margin]`` (two one-sided tests at 2.5% each), contradicted if it lies wholly
@@ -86,6 +90,9 @@ def paired_effect(treatment: Sequence[float], control: Sequence[float]) -> Paire
     if n < 2:
         return PairedEffect(mean, math.nan, math.nan, math.nan, n)
     sd = float(d.std(ddof=1))
+    if sd == 0:
+        half = 1 - (_ALPHA / 2) ** (1 / n)
+        return PairedEffect(mean, max(-1.0, mean - half), min(1.0, mean + half), sd, n)
     half = float(stats.t.ppf(1 - _ALPHA / 2, n - 1)) * sd / math.sqrt(n)
     return PairedEffect(mean, mean - half, mean + half, sd, n)
 

@@ -332,7 +332,8 @@ def findings_grid(findings: Sequence[Finding]) -> Grid:
         rows.append((c.id, c.statement, effect, against, f"{f.n:,}" + (
             f" ({f.excluded} left out)" if f.excluded else ""), f.verdict_text, needed))
     caption = ("Effect: treatment minus control success rate, paired by task and seed, with "
-               "its paired-t 95% interval (spend share: the attribution's bootstrap "
+               "its paired-t 95% interval (when every pair agrees, the exact bound on the share of "
+               "pairs that could disagree; spend share: the attribution's bootstrap "
                "interval). n: pairs (runs for a share). To decide: the n at which a test at "
                "alpha 0.05 has 80% power for the observed effect and variance.")
     return _grid(

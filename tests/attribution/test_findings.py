@@ -69,6 +69,9 @@ def test_pairs_to_decide_is_statsmodels_power_and_close_to_the_normal_formula() 
 def test_pairs_to_decide_an_equivalence_uses_the_distance_to_the_margin() -> None:
     z = stats.norm.ppf(0.975) + stats.norm.ppf(0.9)
     assert pairs_to_decide(0.02, 0.4, margin=0.1) == math.ceil((z * 0.4 / 0.08) ** 2)
+    # Every pair agreed: the exact bound 1 - 0.025^(1/n) must fall below 0.1 (n >= 35.01).
+    assert pairs_to_decide(0.0, 0.0, margin=0.1) == 36
+    assert 1 - 0.025 ** (1 / 36) < 0.1 < 1 - 0.025 ** (1 / 35)
     # Beyond the margin: the difference from the margin must be shown instead.
     assert pairs_to_decide(0.15, 0.4, margin=0.1) == pairs_to_decide(0.05, 0.4)
 

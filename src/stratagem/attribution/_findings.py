@@ -24,7 +24,8 @@ The statistics (tested against scipy/statsmodels reference values):
   ``((z_{0.975} + z_{0.9}) * sd / (margin - |d|))^2`` (each one-sided test at 90% power); with
   ``|d| >= margin``, the ``better`` formula with ``|d| - margin`` in place of ``d``. For
   ``spend_share``, ``n * (half_width / |share - threshold|)^2`` runs (an interval narrows as
-  ``1/sqrt(n)``). Pairs are turned into tasks by the pairs per task of this design (seeds x
+  ``1/sqrt(n)``). For ``equivalent`` when every pair agreed (``sd = 0``), the n at which
+  the exact bound ``1 - 0.025^(1/n)`` falls inside ``margin - |d|``. Pairs are turned into tasks by the pairs per task of this design (seeds x
   cells). No effect observed (``d = 0``) decides at no n: ``None``.
 """
 
@@ -107,6 +108,9 @@ def pairs_to_decide(effect: float, sd: float, *, margin: float | None = None) ->
         >>> pairs_to_decide(0.1, 0.5)
         199
     """
+    if margin is not None and sd == 0 and abs(effect) < margin:
+        # Every pair agreed: the exact bound (module docstring) must shrink inside the margin.
+        return max(2, math.ceil(math.log(_ALPHA / 2) / math.log(1 - (margin - abs(effect)))))
     if not (math.isfinite(effect) and math.isfinite(sd)) or sd <= 0:
         return None
     if margin is not None and abs(effect) < margin:

@@ -25,8 +25,9 @@ The statistics (tested against scipy/statsmodels reference values):
   ``|d| >= margin``, the ``better`` formula with ``|d| - margin`` in place of ``d``. For
   ``spend_share``, ``n * (half_width / |share - threshold|)^2`` runs (an interval narrows as
   ``1/sqrt(n)``). For ``equivalent`` when every pair agreed (``sd = 0``), the n at which
-  the exact bound ``1 - 0.025^(1/n)`` falls inside ``margin - |d|``. Pairs are turned into tasks by the pairs per task of this design (seeds x
-  cells). No effect observed (``d = 0``) decides at no n: ``None``.
+  the exact bound ``1 - 0.025^(1/n)`` falls inside ``margin - |d|``. Pairs are turned into
+  tasks by the pairs per task of this design (seeds x cells). Otherwise no effect observed
+  (``d = 0``) decides at no n: ``None``.
 """
 
 from __future__ import annotations

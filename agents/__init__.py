@@ -55,6 +55,7 @@ from stratagem.agents._openai import OpenAIBackend, usage_from_openai
 from stratagem.agents._planner import DEFAULT_ROLES, LLMPlanner, Mode, Plan, PlanDict, Planner
 from stratagem.agents._prompts import (
     DECOMPOSER_PROMPT,
+    JUDGE_OUTCOME_PROMPT,
     JUDGE_PAIRWISE_PROMPT,
     JUDGE_POINTWISE_PROMPT,
     PLANNER_PROMPT,
@@ -75,6 +76,7 @@ __all__ = [
     "CAPABILITIES",
     "DECOMPOSER_PROMPT",
     "DEFAULT_ROLES",
+    "JUDGE_OUTCOME_PROMPT",
     "JUDGE_PAIRWISE_PROMPT",
     "JUDGE_POINTWISE_PROMPT",
     "LOCAL_MODEL_ALIAS",

@@ -19,6 +19,7 @@ from stratagem.errors import ConfigError
 
 __all__ = [
     "DECOMPOSER_PROMPT",
+    "JUDGE_OUTCOME_PROMPT",
     "JUDGE_PAIRWISE_PROMPT",
     "JUDGE_POINTWISE_PROMPT",
     "PLANNER_PROMPT",
@@ -149,6 +150,19 @@ JUDGE_POINTWISE_PROMPT = PromptTemplate(
     ),
 )
 """Pointwise judge fields: ``task``, ``candidate``."""
+
+JUDGE_OUTCOME_PROMPT = PromptTemplate(
+    system="You are a strict grader. Give only the score.",
+    user=(
+        "Task: {task}\n\n"
+        "Proposed answer:\n{candidate}\n\n"
+        "Is the answer correct? Do not explain. Reply with only these two lines:\n"
+        "SCORE: <a number from 0 to 1>\n"
+        "VERDICT: accept or reject"
+    ),
+)
+"""The outcome-only judge (score, no rationale first): the control of a reasoning judge.
+Fields: ``task``, ``candidate``."""
 
 JUDGE_PAIRWISE_PROMPT = PromptTemplate(
     system="You are a strict grader. Think first, then choose.",

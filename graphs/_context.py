@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratagem.agents import (
+    JUDGE_OUTCOME_PROMPT,
     Decomposer,
     Judge,
     LLMDecomposer,
@@ -55,7 +56,9 @@ class RunContext:
         planner: The planner role.
         decomposer: The decomposer role.
         solver: The solver role.
-        judge: The judge role (an LLM judge by default).
+        judge: The judge role (an LLM judge by default, which reasons before it scores).
+        outcome_judge: The outcome-only judge (score, no rationale) of ``best_of_n``'s
+            ``judge="outcome"``: the control of a reasoning judge.
         verifier: A programmatic checker; when set, ``judge_with="verifier"`` uses it (the
             "perfect verifier" ablation) and :class:`~stratagem.budgets.JudgeFeedback` may
             stop early when it accepts.
@@ -78,6 +81,8 @@ class RunContext:
     decomposer: Decomposer = field(default_factory=LLMDecomposer)
     solver: Solver = field(default_factory=LLMSolver)
     judge: Judge = field(default_factory=LLMJudge)
+    outcome_judge: Judge = field(default_factory=lambda: LLMJudge(JUDGE_OUTCOME_PROMPT,
+                                                                  max_output=24))
     verifier: Verifier | None = None
     policy: ReallocationPolicy | None = None
     temperature: float | None = 0.8

@@ -107,12 +107,15 @@ async def sample(inp: BranchInput, runtime: Runtime[RunContext]) -> dict[str, An
     return update
 
 
-async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[str, Any]:
-    """Score every candidate that has no verdict yet, concurrently."""
+async def score_new(state: RunState, ctx: RunContext, judge_with: str, *,
+                    outcome_only: bool = False) -> dict[str, Any]:
+    """Score every candidate that has no verdict yet, concurrently (``outcome_only``: with
+    the context's outcome-only judge instead of its judge)."""
     candidates = state.get("candidates", [])
     done = scores(state.get("verdicts", []))
     todo = [i for i in range(len(candidates)) if i not in done]
-    judge = ctx.judge_for(judge_with)
+    judge = ctx.outcome_judge if outcome_only and judge_with == "llm" \
+        else ctx.judge_for(judge_with)
     # Concurrent judge calls share the judge's budget evenly, as solver branches do: one
     # call's reservation must not take everything its siblings need.
     left = None if ctx.budget is None else ctx.budget.remaining("judge")
@@ -159,8 +162,10 @@ async def score_new(state: RunState, ctx: RunContext, judge_with: str) -> dict[s
     return update
 
 
-async def select(state: RunState, ctx: RunContext, how: Selection) -> dict[str, Any]:
-    """Pick the answer among the candidates: vote, pointwise judge, knockout, or verifier."""
+async def select(state: RunState, ctx: RunContext, how: Selection, *,
+                 judge: str = "reasoning") -> dict[str, Any]:
+    """Pick the answer among the candidates: vote, pointwise judge, knockout, or verifier
+    (``judge="outcome"``: the pointwise judge is the context's outcome-only one)."""
     candidates = state.get("candidates", [])
     if not candidates:
         return {"stop_reason": state.get("stop_reason") or "no candidate survived"}
@@ -175,16 +180,17 @@ async def select(state: RunState, ctx: RunContext, how: Selection) -> dict[str, 
         return {"answer": candidates[winner].get("answer", ""),
                 "notes": [f"knockout: {len(result.matches)} matches, winner {winner}"],
                 **accepted(result)}
-    judged = await score_new(state, ctx, "verifier" if how == "verifier" else "llm")
+    judged = await score_new(state, ctx, "verifier" if how == "verifier" else "llm",
+                             outcome_only=judge == "outcome")
     return judged
 
 
-def select_node(how: Selection) -> Any:
+def select_node(how: Selection, *, judge: str = "reasoning") -> Any:
     """A LangGraph node running :func:`select` with stratagem's guarantees."""
 
     @stratagem_node
     async def select_answer(state: RunState, ctx: RunContext) -> dict[str, Any]:
-        return await select(state, ctx, how)
+        return await select(state, ctx, how, judge=judge)
 
     return select_answer
 

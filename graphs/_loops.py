@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -26,6 +26,9 @@ from stratagem.graphs._simple import Builder, Compiled, _compile, add_node
 from stratagem.graphs._state import RunState
 
 __all__ = ["best_of_n", "feedback_update", "refine", "refine_nodes"]
+
+JudgeKind = Literal["reasoning", "outcome"]
+"""Which pointwise judge scores candidates: one that reasons first, or one that scores only."""
 
 _SELECTIONS = ("vote", "judge", "knockout", "verifier")
 
@@ -75,6 +78,7 @@ def best_of_n(
     select: Selection = "vote",
     max_rounds: int = 3,
     accept_threshold: float = 0.7,
+    judge: JudgeKind = "reasoning",
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> Compiled:
     """N parallel solver samples, then one answer chosen by ``select``.
@@ -82,11 +86,17 @@ def best_of_n(
     ``vote`` (majority, no extra calls), ``judge`` (pointwise LLM scores), ``knockout``
     (pairwise LLM tournament) or ``verifier`` (the task's checker). With a reallocation
     policy in the run context, a low best score grants extra samples, up to ``max_rounds``
-    rounds of sampling in all.
+    rounds of sampling in all. ``judge`` says which pointwise judge scores with
+    ``select="judge"``: ``reasoning`` (the run context's judge, which reasons before it
+    scores) or ``outcome`` (its ``outcome_judge``, which writes the score only). The first
+    round's sampling does not depend on it: the same seeds and budget give both the same
+    candidates (later rounds, under a reallocation policy, follow the judge's scores).
 
     Raises:
         ConfigError: For ``n`` or ``max_rounds`` out of range, or an unknown selection.
     """
+    if judge not in ("reasoning", "outcome"):
+        raise ConfigError(f"best_of_n judge must be 'reasoning' or 'outcome', got {judge!r}")
     if n < 1 or n > 256:
         raise ConfigError(f"best_of_n needs 1 <= n <= 256, got {n}")
     if max_rounds < 1 or max_rounds > 64:
@@ -116,7 +126,7 @@ def best_of_n(
     g: Builder = StateGraph(
         RunState, context_schema=RunContext)
     add_node(g, "sample", sample)
-    add_node(g, "select", select_node(select))
+    add_node(g, "select", select_node(select, judge=judge))
     add_node(g, "feedback", feedback)
     add_node(g, "finalize", finalize_node)
     g.add_conditional_edges(START, fan_out_router(n), ["sample", "finalize"])

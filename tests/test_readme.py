@@ -33,3 +33,18 @@ def test_ci_extracts_the_readme_test_command() -> None:
         ["awk", awk.group(1), "README.md"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == _blocks()["test"].strip()
+
+
+def test_the_claims_section_names_every_claim_config_and_has_a_findings_row_per_claim() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The claims as experiments", 1)[1].split("\n## ", 1)[0]
+    configs = sorted(p.name for p in (ROOT / "examples" / "claims").glob("*.toml")
+                     if not p.name.endswith(".simulated.toml"))
+    assert len(configs) == 6
+    for name in configs:
+        assert f"`{name}`" in section, name
+    # The Findings tables (real runs, then the simulated twins): one row per claim each.
+    for claim in "abcdef":
+        rows = [line for line in section.splitlines() if line.startswith(f"| ({claim}) ")]
+        assert len(rows) >= 2, claim
+    assert "--backend" in section and "--base-url" in section and "--model" in section

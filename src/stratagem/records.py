@@ -86,6 +86,10 @@ class RunRecord(BaseModel):
     budget let each role call (a coordination variable, not an outcome)."""
     roles_called: str = ""
     """Roles that made at least one call, joined by ``+`` in a fixed order."""
+    candidates: str = ""
+    """A digest of the candidate answers the run generated (their texts, in branch order;
+    empty: none): two runs with the same digest chose among the same candidates, which is
+    what a paired judge comparison needs."""
     temperature: float | None = None
     """The solver's sampling temperature (``None``: the server's default)."""
     no_call: bool = False

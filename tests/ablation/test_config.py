@@ -167,8 +167,8 @@ def test_every_table_and_field_is_read_from_toml(tmp_path: Path) -> None:
     assert cfg.simulation.model_dump() == {
         "skill": 0.5, "difficulty_weight": 2.0, "token_weight": 0.3, "plan_bonus": 0.1,
         "decompose_bonus": 0.2, "feedback_bonus": 0.25, "judge_accuracy": 0.9,
-        "answer_tokens": 64, "judge_tokens": 32, "logprob_base": 0.1,
-        "logprob_weight": 2.5, "logprob_noise": 0.05,
+        "outcome_judge_accuracy": None, "answer_tokens": 64, "judge_tokens": 32,
+        "logprob_base": 0.1, "logprob_weight": 2.5, "logprob_noise": 0.05,
     }
 
 
@@ -240,6 +240,8 @@ def test_a_topology_table_without_a_name_is_rejected() -> None:
 
 # -- errors name the field path -------------------------------------------------------------------
 
+_CMP = {"treatment": {"topology": "refine"}, "control": {"topology": "single"}}
+
 FIELD_ERRORS = [
     # (dotted path to set, value, expected path in the message)
     ("grid.budgets", [100, "many"], "grid.budgets[1]"),
@@ -282,6 +284,14 @@ FIELD_ERRORS = [
     ("roles", {"critic": {"backend": "openai"}}, "roles"),
     ("name", 3, "name"),
     ("output", 3, "output"),
+    ("claim", {"statement": "s", "compare": _CMP}, "claim.id"),
+    ("claim", {"id": "a", "statement": "s", "kind": "bigger", "compare": _CMP}, "claim.kind"),
+    ("claim", {"id": "a", "statement": "s"}, "claim"),
+    ("claim", {"id": "a", "statement": "s", "compare": {**_CMP, "control": {"seed": 1}}},
+     "claim.compare.control.seed"),
+    ("claim", {"id": "a", "statement": "s", "compare": {**_CMP, "control": {"budget": "9"}}},
+     "claim.compare.control.budget"),
+    ("claim", {"id": "a", "statement": "s", "compare": _CMP, "extra": 1}, "claim.extra"),
 ]
 
 
@@ -455,3 +465,11 @@ def test_policy_labels_are_short_where_exact_and_distinct_where_not() -> None:
     assert label(exponent=2) == "difficulty_adaptive(exponent=2)"
     assert label(floor=0.1234567) == "difficulty_adaptive(floor=0.1234567)"
     assert label(floor=0.12345678) != label(floor=0.12345679)
+
+
+def test_a_claim_table_is_read_and_names_its_comparison() -> None:
+    cfg = parse_config(_with("claim", {"id": "d", "statement": "refine beats voting",
+                                       "compare": _CMP}))
+    assert cfg.claim is not None and cfg.claim.kind == "better"
+    assert cfg.claim.pair_keys() == ("suite", "task_id", "seed", "policy", "budget")
+    assert parse_config(MINIMAL).claim is None

@@ -781,3 +781,39 @@ def test_the_runner_hands_every_row_and_transfer_to_a_callback(tmp_path: Path) -
         rows, moves = store.entries(), store.transfers()
     assert [e.entry for e in events if isinstance(e, CallRecorded)] == rows
     assert [e.transfer for e in events if isinstance(e, TransferRecorded)] == moves
+
+
+def test_run_judge_with_reaches_the_topologies_that_judge(tmp_path: Path) -> None:
+    # [run] judge_with = "verifier": refine critiques with the task's checker (no judge call),
+    # unless the topology's own table says otherwise.
+    grid = {"topologies": [{"name": "refine", "max_rounds": 2},
+                           {"name": "refine", "max_rounds": 2, "judge_with": "llm",
+                            "label": "refine+llm"}],
+            "budgets": [1600], "policies": ["uniform"], "seeds": [0]}
+    config = sim_config(tmp_path / "out", grid=grid, run={"judge_with": "verifier"})
+    assert run(config).failed == 0
+    by_topology: dict[str, list[RunRecord]] = {}
+    for r in records(config.output):
+        by_topology.setdefault(r.topology, []).append(r)
+    verified, judged = by_topology["refine(max_rounds=2)"], by_topology["refine+llm"]
+    assert all(r.tokens_judge == 0 and r.roles_present == "solver+verifier" for r in verified)
+    assert all(r.roles_present == "solver+judge" for r in judged)
+    assert sum(r.tokens_judge for r in judged) > 0
+
+
+def test_two_judges_of_one_grid_score_the_same_candidates(tmp_path: Path) -> None:
+    grid = {"topologies": [
+        {"name": "best_of_n", "n": 3, "select": "judge", "label": "reasoning"},
+        {"name": "best_of_n", "n": 3, "select": "judge", "judge": "outcome",
+         "label": "outcome"}], "budgets": [3000], "policies": ["uniform"], "seeds": [0, 1]}
+    config = sim_config(tmp_path / "out", grid=grid, run={"split": {"solver": 0.5,
+                                                                   "judge": 0.5}})
+    assert run(config).failed == 0
+    digests: dict[tuple[str, int], set[str]] = {}
+    for r in records(config.output):
+        assert r.candidates
+        digests.setdefault((r.task_id, r.seed), set()).add(r.candidates)
+    assert len(digests) == 6 and all(len(d) == 1 for d in digests.values())
+    # Different seeds sample different candidates: the digest is not a constant.
+    assert len({next(iter(d)) for d in digests.values()}) > 1
+    assert all(r.tokens_judge > 0 for r in records(config.output))

@@ -1,5 +1,7 @@
 """The shipped examples: every config parses and validates (no network), the simulated sweep
-runs (shrunk), and the quickstart runs on the embedded model (integration, shrunk).
+runs (shrunk), every claim's simulated twin recovers its planted effect (and other planted
+effects give other verdicts), and the quickstart runs on the embedded model (integration,
+shrunk).
 
 ``examples/custom_graph.py --fake`` is run end to end by
 ``tests/graphs/test_composability.py::test_the_example_runs_and_audits_the_user_role``.
@@ -35,7 +37,10 @@ from stratagem.graphs import TOPOLOGIES
 from stratagem.tasks import get_suite
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CONFIGS = sorted(p.name for p in EXAMPLES.glob("*.toml"))
+CONFIGS = sorted(str(p.relative_to(EXAMPLES)) for p in [*EXAMPLES.glob("*.toml"),
+                                                         *EXAMPLES.glob("claims/*.toml")])
+CLAIMS = ("a_adaptive_allocation", "b_decompose", "c_judges", "d_refine_vs_vote",
+          "e_best_of_n_vs_tree", "f_spend_vs_coordination")
 
 
 def planned(config: AblationConfig) -> list[PlannedRun]:
@@ -73,6 +78,63 @@ def test_every_example_config_validates_down_to_its_topologies_and_suites(name: 
         assert len(get_suite(suite.name, **suite.params()).generate(2, seed=suite.seed)) == 2
     runs = planned(config)
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_every_claim_has_a_config_on_the_embedded_model_and_a_simulated_twin() -> None:
+    shipped = {p.name for p in (EXAMPLES / "claims").glob("*.toml")}
+    assert shipped == {f"{c}{kind}.toml" for c in CLAIMS for kind in ("", ".simulated")}
+    for name in CLAIMS:
+        real = load_config(EXAMPLES / "claims" / f"{name}.toml")
+        twin = load_config(EXAMPLES / "claims" / f"{name}.simulated.toml")
+        assert real.endpoint.backend == "local" and twin.endpoint.backend == "simulated"
+        assert real.claim is not None and real.claim == twin.claim
+        assert real.claim.id == name[0]
+        # Like for like: one temperature for every topology of the grid.
+        assert all(t.temperature is None for t in real.grid.topologies)
+        assert real.output != twin.output
+
+
+# The verdict each twin's planted effects must produce (see the comment atop each twin).
+PLANTED = {"a_adaptive_allocation": "contradicted", "b_decompose": "supported",
+           "c_judges": "supported", "d_refine_vs_vote": "supported",
+           "e_best_of_n_vs_tree": "supported", "f_spend_vs_coordination": "supported"}
+
+
+def claim_run(name: str, output: Path, simulation: dict[str, Any] | None = None) -> Any:
+    """The finding of a claim's simulated twin (its planted effects replaced by
+    ``simulation``, if given)."""
+    data = json.loads(load_config(EXAMPLES / "claims" / f"{name}.simulated.toml")
+                      .model_dump_json())
+    data["output"] = str(output)
+    data["simulation"].update(simulation or {})
+    config = parse_config(data, source=name)
+    text = (EXAMPLES / "claims" / f"{name}.simulated.toml").read_text(encoding="utf-8")
+    outcome = asyncio.run(run_ablation(config, config_text=text))
+    assert outcome.simulated and outcome.failed == 0
+    report = report_ablation(output, n_boot=200)
+    assert len(report.findings) == 1, report.notes
+    return report.findings[0]
+
+
+@pytest.mark.parametrize("name", CLAIMS)
+def test_a_simulated_twin_recovers_its_planted_effect(name: str, tmp_path: Path) -> None:
+    finding = claim_run(name, tmp_path / name)
+    assert finding.simulated
+    assert finding.verdict == PLANTED[name], finding
+    assert finding.excluded == 0  # the judges of (c) scored identical candidates
+    html = (tmp_path / name / "report" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Findings</h2>" in html and finding.claim.statement in html
+
+
+@pytest.mark.parametrize(("name", "simulation", "verdict"), [
+    # A decomposer that hurts: the same analysis must say so.
+    ("b_decompose", {"decompose_bonus": -1.5}, "contradicted"),
+    # Judges equally good: no effect to find.
+    ("c_judges", {"outcome_judge_accuracy": 0.9}, "inconclusive"),
+])
+def test_a_twin_with_other_planted_effects_gets_the_other_verdict(
+        name: str, simulation: dict[str, Any], verdict: str, tmp_path: Path) -> None:
+    assert claim_run(name, tmp_path / name, simulation).verdict == verdict
 
 
 def test_the_quickstart_is_the_grid_the_readme_describes() -> None:

@@ -58,3 +58,13 @@ def test_bad_parameters_are_refused_by_name(topology: str, params: dict[str, Any
 def test_best_of_n_checks_max_rounds_like_refine(max_rounds: int) -> None:
     with pytest.raises(ConfigError, match=f"1 <= max_rounds <= 64, got {max_rounds}"):
         best_of_n(max_rounds=max_rounds)
+
+
+def test_best_of_n_names_its_two_judges() -> None:
+    from stratagem.errors import ConfigError
+    from stratagem.graphs import best_of_n
+
+    best_of_n(4, select="judge", judge="outcome")
+    with pytest.raises(ConfigError, match="best_of_n judge must be 'reasoning' or 'outcome', "
+                                          "got 'critic'"):
+        best_of_n(4, select="judge", judge="critic")  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from stratagem.agents import EndpointConfig
+from stratagem.attribution import Claim
 from stratagem.budgets import (
     AdaptiveConsistency,
     AllocationPolicy,
@@ -355,6 +356,9 @@ class AblationConfig(_Strict):
     """Planted effects, when the backend is ``simulated``."""
     pricing: Path | None = None
     """A TOML price file, on top of the built-in prices."""
+    claim: Claim | None = None
+    """The research claim this ablation tests and the comparison that decides it (the
+    report's Findings); ``None``: an ablation without a claim."""
 
     def with_endpoint(self, *, backend: str | None = None, base_url: str | None = None,
                       model: str | None = None) -> AblationConfig:

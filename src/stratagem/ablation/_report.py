@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+from pydantic import ValidationError
 
 from stratagem.ablation._results import ResultsStore
 from stratagem.attribution import (
     Attribution,
+    Claim,
+    Finding,
     attribute,
+    claim_finding,
     compare_topologies,
     marginal_returns,
     waste_by_topology,
@@ -41,6 +46,8 @@ class AblationReport:
     notes: list[str] = field(default_factory=list)
     results: Any = None
     audit: dict[Any, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    """What the runs say about the config's ``[claim]`` (empty without one)."""
 
 
 def report_ablation(out_dir: str | Path, *, title: str | None = None,
@@ -90,6 +97,15 @@ def write_report(results: pd.DataFrame, ledger: TokenLedger, report_dir: str | P
         attribution = attribute(df, n_boot=n_boot)
     except (ConfigError, StratagemError, ValueError) as exc:
         notes.append(f"no attribution: {exc}")
+    findings: list[Finding] = []
+    claim = claim_of(config_text)
+    if isinstance(claim, str):
+        notes.append(claim)
+    elif claim is not None:
+        try:
+            findings.append(claim_finding(df, claim, attribution))
+        except ConfigError as exc:
+            notes.append(f"no finding: {exc}")
     comparisons = compare_topologies(df)
     try:
         returns = marginal_returns(df)
@@ -111,6 +127,7 @@ def write_report(results: pd.DataFrame, ledger: TokenLedger, report_dir: str | P
             title=title,
             config_text=config_text,
             notes=notes,
+            findings=findings,
         )
     except OSError as exc:  # e.g. a folder the user may only read
         raise ConfigError(
@@ -118,4 +135,23 @@ def write_report(results: pd.DataFrame, ledger: TokenLedger, report_dir: str | P
             "--out DIR (report_dir=) to write it elsewhere"
         ) from exc
     return AblationReport(paths.html, dict(paths.plots), attribution, list(comparisons), notes,
-                          df, audit)
+                          df, audit, findings)
+
+
+def claim_of(config_text: str | None) -> Claim | str | None:
+    """The ``[claim]`` of the config an ablation ran with (its copy in the output folder);
+    ``None`` without one, or a note saying why it cannot be read."""
+    if not config_text:
+        return None
+    try:
+        table = tomllib.loads(config_text).get("claim")
+    except tomllib.TOMLDecodeError as exc:
+        return f"no findings: the folder's config.toml is not valid TOML ({exc})"
+    if table is None:
+        return None
+    try:
+        return Claim.model_validate(table)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"no findings: claim.{where}: {first['msg']}"

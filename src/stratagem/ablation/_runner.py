@@ -450,6 +450,7 @@ class Sweep:
         graph = graphs.get(key)
         if graph is None:
             builder = POLICY_GRAPHS.get(name) or resolve_topology(name)
+            params = _with_judge(name, params, config.run.judge_with)
             try:
                 graph = graphs[key] = builder(**params)
             except TypeError as exc:
@@ -482,11 +483,22 @@ class Sweep:
             error = str(exc)
             _log.warning("ablation.run_failed", run_id=plan.run_id, error=error)
         return _record(plan, suite, result, client.ledger, wall=time.perf_counter() - t0,
-                       backend=client.backend_for("solver"), error=error)
+                       backend=client.backend_for("solver"), error=error,
+                       judge_with=config.run.judge_with)
+
+
+def _with_judge(name: str, params: Mapping[str, Any], judge_with: str) -> dict[str, Any]:
+    """``params`` with ``[run] judge_with`` for a topology that takes ``judge_with`` and was
+    not given its own (``refine``, ``tree``, ``adaptive``); others are left as they are."""
+    if name in POLICY_GRAPHS or "judge_with" in params \
+            or "judge_with" not in inspect.signature(resolve_topology(name)).parameters:
+        return dict(params)
+    return {**params, "judge_with": judge_with}
 
 
 def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: TokenLedger,
-            *, wall: float, backend: ChatBackend, error: str | None) -> RunRecord:
+            *, wall: float, backend: ChatBackend, error: str | None,
+            judge_with: str = "llm") -> RunRecord:
     """The run's record: its totals are the run result's (one execution's rows: a call
     in flight when an earlier execution died is in the ledger as ``lost``, not here)."""
     account_rows = [e for e in ledger.entries(run_id=plan.run_id) if e.status != "lost"]
@@ -500,8 +512,9 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
     role_tokens = {r: int(by_role[r].total_tokens) for r in called}
     name = plan.graph_name or plan.topology_name
     mode = str(plan_state.get("mode") or name)
-    design = design_roles(name, plan.topology_params if plan.graph_params is None
-                          else plan.graph_params, mode=mode if name == "adaptive" else None)
+    design = design_roles(name, _with_judge(name, plan.topology_params if plan.graph_params
+                                            is None else plan.graph_params, judge_with),
+                          mode=mode if name == "adaptive" else None)
     refused = 0 if result is None else int(result.state.get("refused_calls", 0))
     return RunRecord(
         run_id=plan.run_id, cell=plan.cell, suite=plan.suite, task_id=plan.task.id,
@@ -514,7 +527,7 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         stop_reason="error" if result is None else result.stop_reason,
         # A builder of the user's own has no known design: its roles are those that called.
         mode=mode, roles_present="+".join(called if design is None else design),
-        roles_called="+".join(called),
+        roles_called="+".join(called), candidates=_candidates_digest(result),
         temperature=plan.temperature, no_call=totals.calls == 0 and refused > 0,
         tokens_total=totals.total_tokens, prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens, cached_tokens=totals.cached_tokens,
@@ -530,6 +543,15 @@ def _record(plan: PlannedRun, suite: Suite, result: RunResult | None, ledger: To
         transfers=len(ledger.transfers(plan.run_id)),
         cost_usd=None if totals.cost_unknown else totals.cost_usd, wall_s=wall, error=error,
     )
+
+
+def _candidates_digest(result: RunResult | None) -> str:
+    # Texts, not answers: two judges compare like for like only on identical candidates.
+    cands = [] if result is None else list(result.state.get("candidates") or [])
+    if not cands:
+        return ""
+    texts = [str(c.get("text", "")) for c in cands]
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
 
 
 async def run_ablation(

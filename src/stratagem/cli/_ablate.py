@@ -16,7 +16,7 @@ from stratagem.ablation import (
     run_ablation,
 )
 from stratagem.cli._common import console, state
-from stratagem.report import attribution_table, audit_table, topology_table
+from stratagem.report import attribution_table, audit_table, findings_table, topology_table
 
 
 def ablate_command(
@@ -84,6 +84,8 @@ def ablate_command(
             console.print(topology_table(rep.results, rep.comparisons))
             if rep.attribution is not None:
                 console.print(attribution_table(rep.attribution))
+            if rep.findings:
+                console.print(findings_table(rep.findings))
             for note in rep.notes:
                 console.print(note, style="yellow", markup=False)
         console.print(f"report: {rep.html}", highlight=False, markup=False)

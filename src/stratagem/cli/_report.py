@@ -10,7 +10,7 @@ import typer
 from stratagem.ablation import report_ablation
 from stratagem.cli._common import console, state
 from stratagem.errors import ConfigError
-from stratagem.report import attribution_table, topology_table
+from stratagem.report import attribution_table, findings_table, topology_table
 
 
 def report_command(
@@ -26,6 +26,8 @@ def report_command(
         raise ConfigError(f"--boot must be 0 or more resamples, got {boot}")
     report = report_ablation(folder, n_boot=boot, report_dir=out)
     if not state.quiet:
+        if report.findings:
+            console.print(findings_table(report.findings))
         console.print(topology_table(report.results, report.comparisons))
         if report.attribution is not None:
             console.print(attribution_table(report.attribution))

@@ -2,7 +2,8 @@
 
 * Tables are :class:`rich.table.Table` objects: :func:`audit_table` (the ledger per role),
   :func:`topology_table` (accuracy, tokens, cost and waste per topology and budget),
-  :func:`comparisons_table`, :func:`attribution_table`, :func:`returns_table`,
+  :func:`comparisons_table`, :func:`attribution_table`, :func:`findings_table` (each
+  claim's effect, interval and verdict), :func:`returns_table`,
   :func:`waste_table` and :func:`transfers_table`.
 * Plots are PNG files: :func:`plot_accuracy_vs_tokens`, :func:`plot_attribution` and
   :func:`plot_spend_per_role`. They never touch pyplot or the global backend.
@@ -28,6 +29,7 @@ from stratagem.report._tables import (
     attribution_table,
     audit_table,
     comparisons_table,
+    findings_table,
     returns_table,
     topology_table,
     transfers_table,
@@ -43,6 +45,7 @@ __all__ = [
     "figure_accuracy_vs_tokens",
     "figure_attribution",
     "figure_spend_per_role",
+    "findings_table",
     "plot_accuracy_vs_tokens",
     "plot_attribution",
     "plot_spend_per_role",

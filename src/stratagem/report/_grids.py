@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from stratagem._redact import redact
-from stratagem.attribution import Attribution, Interval, RoleReturn, TopologyComparison
+from stratagem.attribution import Attribution, Finding, Interval, RoleReturn, TopologyComparison
 from stratagem.budgets import Transfer, UsageTotals
 from stratagem.report._summary import (
     fmt_cost,
@@ -31,6 +31,7 @@ __all__ = [
     "attribution_grid",
     "audit_grid",
     "comparisons_grid",
+    "findings_grid",
     "returns_grid",
     "runs_grid",
     "topology_grid",
@@ -308,6 +309,42 @@ def attribution_grid(attr: Attribution) -> Grid:
         label=_SIM if attr.simulated else None,
         right=(1, 2),
         totals=("total", "100%", r2_text, ""),
+        caption=caption,
+    )
+
+
+def findings_grid(findings: Sequence[Finding]) -> Grid:
+    """Per claim: the effect with its 95% interval, n, the verdict, and for an inconclusive
+    one the n that would decide it (80% power, alpha 0.05)."""
+    rows = []
+    for f in findings:
+        c = f.claim
+        if c.kind == "spend_share":
+            effect = f"spend share {fmt_interval(f.effect.estimate, f.effect.low, f.effect.high)}"
+            against = f"> {fmt_pct(c.threshold or 0.0)}"
+            unit = "runs"
+        else:
+            effect = fmt_interval(f.effect.estimate, f.effect.low, f.effect.high, kind="signed")
+            against = (f"within ±{fmt_pct(c.margin)}" if c.kind == "equivalent" and c.margin
+                       else "> 0")
+            effect += f" ({fmt_pct(f.treatment_rate)} vs {fmt_pct(f.control_rate)})"
+            unit = "tasks"
+        needed = "" if f.tasks_needed is None else f"{f.tasks_needed:,} {unit}"
+        if f.verdict == "inconclusive" and f.tasks_needed is None:
+            needed = "no n (no effect observed)"
+        rows.append((c.id, c.statement, effect, against, f"{f.n:,}" + (
+            f" ({f.excluded} left out)" if f.excluded else ""), f.verdict_text, needed))
+    caption = ("Effect: treatment minus control success rate, paired by task and seed, with "
+               "its paired-t 95% interval (when every pair agrees, the exact bound on the share of "
+               "pairs that could disagree; spend share: the attribution's bootstrap "
+               "interval). n: pairs (runs for a share). To decide: the n at which a test at "
+               "alpha 0.05 has 80% power for the observed effect and variance.")
+    return _grid(
+        "Findings",
+        ("claim", "statement", "effect [95% CI]", "claimed", "n", "verdict", "to decide"),
+        rows,
+        label=_SIM if any(f.simulated for f in findings) else None,
+        right=(4,),
         caption=caption,
     )
 

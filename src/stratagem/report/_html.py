@@ -17,13 +17,14 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 
 from stratagem import __version__
 from stratagem._redact import redact
-from stratagem.attribution import Attribution, RoleReturn, TopologyComparison
+from stratagem.attribution import Attribution, Finding, RoleReturn, TopologyComparison
 from stratagem.budgets import Transfer, UsageTotals
 from stratagem.report._grids import (
     Grid,
     attribution_grid,
     audit_grid,
     comparisons_grid,
+    findings_grid,
     returns_grid,
     runs_grid,
     topology_grid,
@@ -190,6 +191,7 @@ def write_html_report(
     plots: Mapping[str, Path],
     notes: Sequence[str] = (),
     config_text: str | None = None,
+    findings: Sequence[Finding] = (),
 ) -> Path:
     """Write one self-contained HTML report: tables, embedded plots, notes and config.
 
@@ -210,6 +212,8 @@ def write_html_report(
         plots: Plot name -> image file (PNG), embedded in this order.
         notes: Extra notes, shown after the automatic ones.
         config_text: The configuration the runs used, shown verbatim (redacted).
+        findings: The claims the ablation tests and what it says about them (a Findings
+            section first, when there are any).
 
     Returns:
         ``path``.
@@ -227,6 +231,9 @@ def write_html_report(
     if all_notes:
         items = "".join(f"<li>{_e(n)}</li>" for n in all_notes)
         body.append(f'<div class="notes"><strong>Notes</strong><ul>{items}</ul></div>')
+    if findings:
+        body.append("<h2>Findings</h2>")
+        body.append(_table_html(findings_grid(findings)))
     if plots:
         body.append("<h2>Plots</h2>")
         body.extend(_figure_html(name, Path(p)) for name, p in plots.items())
@@ -279,6 +286,7 @@ def build_report(
     title: str = "stratagem report",
     config_text: str | None = None,
     notes: Sequence[str] = (),
+    findings: Sequence[Finding] = (),
 ) -> ReportPaths:
     """Write the plots (PNG) and the HTML report that embeds them into ``out_dir``.
 
@@ -298,6 +306,7 @@ def build_report(
         title: The report's title.
         config_text: The configuration the runs used, shown in the report (redacted).
         notes: Extra notes for the report.
+        findings: The findings of the ablation's claims.
 
     Returns:
         The paths written.
@@ -324,6 +333,7 @@ def build_report(
         transfers=transfers,
         plots=plots,
         notes=notes,
+        findings=findings,
         config_text=config_text,
     )
     return ReportPaths(html=page, plots=plots)

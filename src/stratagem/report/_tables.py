@@ -13,13 +13,14 @@ import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 from rich.table import Table
 from rich.text import Text
 
-from stratagem.attribution import Attribution, RoleReturn, TopologyComparison
+from stratagem.attribution import Attribution, Finding, RoleReturn, TopologyComparison
 from stratagem.budgets import Transfer, UsageTotals
 from stratagem.report._grids import (
     Grid,
     attribution_grid,
     audit_grid,
     comparisons_grid,
+    findings_grid,
     returns_grid,
     topology_grid,
     transfers_grid,
@@ -30,6 +31,7 @@ __all__ = [
     "attribution_table",
     "audit_table",
     "comparisons_table",
+    "findings_table",
     "returns_table",
     "rich_table",
     "topology_table",
@@ -102,6 +104,12 @@ def comparisons_table(
         simulated: Whether the runs were simulated (marks the title).
     """
     return rich_table(comparisons_grid(comparisons, simulated=simulated))
+
+
+def findings_table(findings: Sequence[Finding]) -> Table:
+    """The Findings: per claim its effect [95% CI], n, verdict, and the n that would
+    decide an inconclusive one."""
+    return rich_table(findings_grid(findings))
 
 
 def attribution_table(attr: Attribution) -> Table:

@@ -57,6 +57,8 @@ class SimEffects(BaseModel):
         decompose_bonus: Logit gained when the solver is given earlier steps' results.
         feedback_bonus: Logit gained when revising against a critique.
         judge_accuracy: Probability the judge's verdict matches the truth.
+        outcome_judge_accuracy: The same for the outcome-only judge (a score, no reasoning
+            first: ``best_of_n`` with ``judge = "outcome"``); unset, ``judge_accuracy``.
         answer_tokens: Typical completion length of a solver call (tokens).
         judge_tokens: Typical completion length of a judge call.
         logprob_base: Minus the mean token log-probability of a sure answer.
@@ -75,6 +77,7 @@ class SimEffects(BaseModel):
     decompose_bonus: float = 0.5
     feedback_bonus: float = 0.4
     judge_accuracy: float = Field(default=0.85, ge=0, le=1)
+    outcome_judge_accuracy: float | None = Field(default=None, ge=0, le=1)
     answer_tokens: int = Field(default=96, ge=1)
     judge_tokens: int = Field(default=48, ge=1)
     logprob_base: float = Field(default=0.2, ge=0)
@@ -89,6 +92,10 @@ class SimTask:
     question: str
     answer: str
     difficulty: float = 0.5
+
+
+_OUTCOME_ONLY = "Do not explain."
+"""In the outcome-only judge's prompt (``JUDGE_OUTCOME_PROMPT``), never in the reasoning one's."""
 
 
 def _sigmoid(x: float) -> float:
@@ -215,7 +222,10 @@ class SimulatedModel:
     def _pointwise(self, task: SimTask | None, text_in: str, rng: random.Random) -> str:
         candidate = text_in.split("Proposed answer:", 1)[-1]
         correct = self._truth(task, candidate)
-        right = rng.random() < self.effects.judge_accuracy
+        accuracy = self.effects.judge_accuracy
+        if _OUTCOME_ONLY in text_in and self.effects.outcome_judge_accuracy is not None:
+            accuracy = self.effects.outcome_judge_accuracy
+        right = rng.random() < accuracy
         good = correct if right else not correct
         score = 0.9 if good else 0.2
         verdict = "accept" if good else "reject"

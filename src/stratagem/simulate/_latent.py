@@ -218,6 +218,7 @@ def latent_runs(
         "mode": topo,
         "roles_present": np.asarray(roles_present, dtype=object)[t_idx],
         "roles_called": np.asarray(roles_present, dtype=object)[t_idx],
+        "candidates": "",
         "temperature": None,
         "no_call": False,
         "tokens_total": total_int,

@@ -16,7 +16,7 @@ from stratagem.budgets import LedgerStore, TokenLedger
 from stratagem.testing import FakeOpenAIServer, FakeReply
 
 CHILD = """
-import asyncio, os, signal, sys
+import asyncio, sys
 from stratagem.agents import ModelClient, OpenAIBackend, RetryPolicy
 from stratagem.budgets import LedgerStore, TokenLedger
 
@@ -31,12 +31,15 @@ async def main():
     calls = [asyncio.create_task(client.complete(
         [{"role": "user", "content": f"question {i}"}], role="solver", max_output=24))
         for i in range(6)]
-    await asyncio.sleep(float(sys.argv[3]))  # the six are at the server, none answered yet
-    print("KILL", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    print("SENT", flush=True)
+    await asyncio.sleep(60)  # killed by the test once the server holds all six
 
 asyncio.run(main())
 """
+
+
+HOLD_S = 3.0
+"""How long the server holds each of the six questions."""
 
 
 def test_every_request_the_server_saw_is_in_the_ledger_after_a_kill(tmp_path: Path) -> None:
@@ -44,18 +47,24 @@ def test_every_request_the_server_saw_is_in_the_ledger_after_a_kill(tmp_path: Pa
     reply = FakeReply("one two three four five six seven eight")
 
     def answer(body: dict[str, Any]) -> FakeReply:
-        # the warm-up call is answered at once; the six questions are held 2 s each
+        # the warm-up call is answered at once; the six questions are held
         if "question" in str(body["messages"][0]["content"]):
-            time.sleep(2.0)
+            time.sleep(HOLD_S)
         return reply
 
     with FakeOpenAIServer(answer) as srv:
-        warm = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(CHILD), str(ledger_path), srv.base_url,
-             "1.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = warm.communicate(timeout=60)
-        assert warm.returncode == -signal.SIGKILL and "KILL" in out, err[-2000:]
-        time.sleep(2.5)  # the held requests finish on the server side (and are billed)
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CHILD), str(ledger_path), srv.base_url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # SIGKILL once the server holds all six (however slow the machine), none answered
+        deadline = time.monotonic() + 60
+        while srv.requests < 7 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == -signal.SIGKILL and "SENT" in out, err[-2000:]
+        assert srv.requests == 7, f"the server saw {srv.requests} requests before the kill"
+        time.sleep(HOLD_S + 0.5)  # the held requests finish on the server side (and are billed)
         records = [r for r in srv.log if r.path.endswith("/chat/completions")]
         billed = srv.billed_usage_totals()
 
@@ -65,9 +74,8 @@ def test_every_request_the_server_saw_is_in_the_ledger_after_a_kill(tmp_path: Pa
         assert store.intents() == []  # every intent of the dead process became a row
     ok = [r for r in rows if r.status == "ok"]
     lost = [r for r in rows if r.status == "lost"]
-    # Every request the server saw has a row (an intent is written just before its request
-    # leaves, so a request killed on its way may have a row the server never saw: >=).
-    assert len(ok) == 1 and len(rows) == 7 >= len(records) >= 2, [r.body for r in records]
+    # Every request the server saw has a row: the six unanswered ones as lost rows.
+    assert len(ok) == 1 and len(rows) == len(records) == 7, [r.body for r in records]
     assert len(lost) == 6 and ledger.recovered == 6
     assert all(r.usage_source == "bound" and r.completion_tokens == r.cap_sent == 24
                for r in lost)

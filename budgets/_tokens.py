@@ -27,7 +27,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -310,14 +310,7 @@ def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: str = "gpt-4
         TokenizerUnavailable: The encoding cannot be loaded offline.
     """
     name = encoding_name_for_model(model)
-    total = _REPLY_PRIMING
-    for message in messages:
-        total += _TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            total += _value_tokens(name, value)
-            if key == "name":
-                total += _TOKENS_PER_NAME
-    return total
+    return _chat_total(messages, lambda text: _text_tokens(name, text))
 
 
 def chat_tokens_bound(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -328,27 +321,19 @@ def chat_tokens_bound(messages: Sequence[Mapping[str, Any]]) -> int:
     length: enough to reserve for a call when the budget has room to spare, so a long prompt
     need not be tokenized when the server will report its usage anyway.
     """
+    return _chat_total(messages, lambda text: len(text.encode("utf-8")))
+
+
+def _chat_total(messages: Sequence[Mapping[str, Any]], measure: Callable[[str], int]) -> int:
+    """The cookbook's rule (see :func:`count_chat_tokens`), each text measured by ``measure``."""
     total = _REPLY_PRIMING
     for message in messages:
         total += _TOKENS_PER_MESSAGE
         for key, value in message.items():
-            total += _value_bytes(value)
+            total += _value_total(value, measure)
             if key == "name":
                 total += _TOKENS_PER_NAME
     return total
-
-
-def _value_bytes(value: object) -> int:
-    if isinstance(value, str):
-        return len(value.encode("utf-8"))
-    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        total = 0
-        for part in value:
-            text = part.get("text") if isinstance(part, Mapping) else part
-            if isinstance(text, str):
-                total += len(text.encode("utf-8"))
-        return total
-    return 0
 
 
 def estimate_usage(
@@ -384,15 +369,15 @@ def _text_tokens(encoding_name: str, text: str) -> int:
     return len(get_encoding(encoding_name).encode_ordinary(text))
 
 
-def _value_tokens(encoding_name: str, value: object) -> int:
+def _value_total(value: object, measure: Callable[[str], int]) -> int:
     if isinstance(value, str):
-        return _text_tokens(encoding_name, value)
+        return measure(value)
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         total = 0
         for part in value:
             text = part.get("text") if isinstance(part, Mapping) else part
             if isinstance(text, str):
-                total += _text_tokens(encoding_name, text)
+                total += measure(text)
         return total
     return 0
 

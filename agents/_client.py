@@ -145,7 +145,7 @@ _LOOPS: PerLoop[_LoopState] = PerLoop(_LoopState)
 
 _COUNT_BELOW = 1024
 """Prompts shorter than this many bytes are always counted (tiktoken takes ~90 us per KiB);
-longer ones only when the budget is short of room for a bound (``_roomy_bound``)."""
+longer ones only when a cap applies to the call (``_roomy_bound``)."""
 
 
 def _cal_key(backend: ChatBackend) -> tuple[str, str]:
@@ -525,23 +525,22 @@ class ModelClient:
 
     def _roomy_bound(self, role: str, messages: Sequence[Message], max_output: int,
                      backend: ChatBackend) -> int | None:
-        """A bound on the prompt computed without BPE, when the budget has room for it (and
-        the cap) twice over; ``None`` when the prompt must be counted to fit the budget.
+        """A bound on the prompt computed without BPE, when nothing caps this call's tokens;
+        ``None`` when the prompt must be counted.
 
-        Reserving a few times a prompt's tokens costs nothing while the budget is far from
-        its cap, and a long prompt's tokenization is most of a call's CPU: the server reports
-        the usage that is committed. Dollar caps price every reservation, so then it is
-        counted.
+        A long prompt's tokenization is most of a call's CPU, and the server reports the
+        usage that is committed. But a looser reservation held by one call can refuse or
+        clamp a concurrent sibling under a capped budget (bench: one more best-of-4 run of the
+        main job made no call), so the bound is used only when no token or dollar cap
+        applies: the run's decisions are then exactly those an exact count would give.
         """
         budget = self.budget
-        if budget is not None and budget.caps_dollars:
+        if budget is not None and (budget.caps_dollars or budget.remaining(role) is not None):
             return None
         raw = chat_tokens_bound(messages)
         if raw < _COUNT_BELOW:
-            return None  # cheap to count exactly, and an exact reservation admits more calls
-        bound = CALIBRATION.prompt(_cal_key(backend), raw)
-        remaining = None if budget is None else budget.remaining(role)
-        return bound if remaining is None or remaining >= 2 * (bound + max_output) else None
+            return None  # cheap to count exactly
+        return CALIBRATION.prompt(_cal_key(backend), raw)
 
     def _bound(self, call: OpenCall, received: str = "",
                messages: Sequence[Message] | None = None) -> Usage:
